@@ -1,0 +1,29 @@
+//! Guided Backprop: the gradient of the class score with respect to the input image, every ReLU/ReLU6
+//! passing back only positive gradients through positive inputs. Guided Grad-CAM multiplies it by the map.
+
+use super::{class_score, Score};
+use crate::error::{Error, Result};
+use crate::models::Network;
+use crate::ops::act::Backprop;
+use candle_core::{Tensor, Var};
+
+/// d score / d input with guided activations: (N, 3, H, W), image i for `classes[i]`.
+pub fn guided_backprop(net: &Network, x: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
+    let v = Var::from_tensor(x)?;
+    let logits = net.forward_range(v.as_tensor(), 0, net.num_stages(), Backprop::Guided)?;
+    let grads = class_score(&logits, classes, score)?.backward()?;
+    match grads.get(v.as_tensor()) {
+        Some(g) => Ok(g.clone()),
+        None => Err(Error::invalid("no gradient reached the input")),
+    }
+}
+
+/// pytorch-grad-cam's display normalisation of a gradient image: (x − mean)/(std + 1e-5)·0.1 + 0.5, clipped
+/// to [0, 1] (mean and std over all values).
+pub fn normalize_for_display(x: &[f32]) -> Vec<f32> {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|v| *v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt();
+    x.iter().map(|v| ((((*v as f64 - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0)) as f32).collect()
+}

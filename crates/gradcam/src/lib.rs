@@ -1,0 +1,37 @@
+//! gradcam: what a convolutional image classifier looks at — Grad-CAM and its family, Guided Backprop and
+//! Guided Grad-CAM, on real pretrained networks, in Rust on candle.
+//!
+//! Data flow (see ARCHITECTURE.md): [`image`] decodes and preprocesses a photo into a tensor; a
+//! [`models::Network`] built from [`weights`] (checkpoints read by [`checkpoint`]) runs it; [`cam`] splits the
+//! network at the target layer, backpropagates a class score to get activations and gradients, and turns
+//! them into a map with one of its methods; [`render`] draws the map over the photo.
+
+pub mod cam;
+pub mod checkpoint;
+pub mod classify;
+mod colormaps;
+pub mod error;
+pub mod image;
+pub mod labels;
+pub mod models;
+pub mod nn;
+pub mod npy;
+pub mod ops;
+pub mod render;
+pub mod synthetic;
+pub mod util;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use models::Network;
+
+use candle_core::Device;
+
+/// Load a zoo model: `weights` is a file, an http(s) URL, `synthetic`, or None for the pretrained weights.
+pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Network> {
+    let w = match weights {
+        Some("synthetic") => weights::Weights::Synthetic,
+        w => weights::Weights::load(models::zoo::resolve_weights(name, w)?)?,
+    };
+    models::zoo::build(name, &w, dev)
+}

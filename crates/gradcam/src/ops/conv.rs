@@ -1,0 +1,469 @@
+//! 2-D convolution as a candle custom op: im2col + gemm for dense and grouped convolutions, a direct loop for
+//! depthwise ones, asymmetric padding (TensorFlow's SAME), and a backward that computes only the input
+//! gradient (a transposed convolution). Weights are constants: no weight or bias gradient is produced.
+
+use super::{dims4, f32_slice, threads};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Zero padding on each side, in pixels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pad {
+    pub top: usize,
+    pub left: usize,
+    pub bottom: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    pub fn same(p: usize) -> Self {
+        Pad { top: p, left: p, bottom: p, right: p }
+    }
+    fn is_zero(&self) -> bool {
+        *self == Pad::default()
+    }
+}
+
+/// Geometry of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvConfig {
+    pub stride: (usize, usize),
+    pub pad: Pad,
+    pub groups: usize,
+}
+
+impl ConvConfig {
+    pub fn new(stride: usize, pad: Pad, groups: usize) -> Self {
+        ConvConfig { stride: (stride, stride), pad, groups }
+    }
+
+    /// TensorFlow 'SAME' padding for an input of `(h, w)`: output ceil(in / stride), the odd pixel at the
+    /// bottom/right (as `Conv2dStaticSamePadding` of efficientnet-pytorch).
+    pub fn tf_same(h: usize, w: usize, k: (usize, usize), stride: usize, groups: usize) -> Self {
+        let p = |i: usize, k: usize| {
+            let o = i.div_ceil(stride);
+            ((o - 1) * stride + k).saturating_sub(i)
+        };
+        let (ph, pw) = (p(h, k.0), p(w, k.1));
+        ConvConfig::new(
+            stride,
+            Pad { top: ph / 2, left: pw / 2, bottom: ph - ph / 2, right: pw - pw / 2 },
+            groups,
+        )
+    }
+}
+
+/// Everything a kernel needs, resolved from the shapes.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    cfg: ConvConfig,
+}
+
+impl Geom {
+    fn new(x: (usize, usize, usize, usize), wt: (usize, usize, usize, usize), cfg: ConvConfig) -> Result<Self> {
+        let (n, c, h, w) = x;
+        let (o, cg, kh, kw) = wt;
+        let g = cfg.groups;
+        if g == 0 || c % g != 0 || o % g != 0 || c / g != cg {
+            candle_core::bail!(
+                "conv2d: input has {c} channels, weight {o}x{cg}x{kh}x{kw} with {g} groups do not fit"
+            )
+        }
+        let (sh, sw) = cfg.stride;
+        let hp = h + cfg.pad.top + cfg.pad.bottom;
+        let wp = w + cfg.pad.left + cfg.pad.right;
+        if hp < kh || wp < kw || sh == 0 || sw == 0 {
+            candle_core::bail!("conv2d: kernel {kh}x{kw} larger than padded input {hp}x{wp}")
+        }
+        Ok(Geom { n, c, h, w, o, kh, kw, ho: (hp - kh) / sh + 1, wo: (wp - kw) / sw + 1, cfg })
+    }
+    fn depthwise(&self) -> bool {
+        self.cfg.groups == self.c && self.o == self.c
+    }
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.cfg.stride == (1, 1) && self.cfg.pad.is_zero()
+    }
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// Output columns `ox` whose input column `ox*sw + kx - left` lies inside the image.
+    fn ox_range(&self, kx: usize) -> (usize, usize) {
+        let (sw, l) = (self.cfg.stride.1, self.cfg.pad.left);
+        let lo = if kx >= l { 0 } else { (l - kx).div_ceil(sw) };
+        // ix = ox*sw + kx - l < w  <=>  ox*sw < w + l - kx
+        let lim = self.w + l - kx.min(self.w + l);
+        let hi = if lim == 0 { 0 } else { (lim - 1) / sw + 1 }.min(self.wo);
+        (lo, hi.max(lo))
+    }
+    fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
+        let v = oy * self.cfg.stride.0 + ky;
+        if v < self.cfg.pad.top || v - self.cfg.pad.top >= self.h {
+            None
+        } else {
+            Some(v - self.cfg.pad.top)
+        }
+    }
+}
+
+fn gemm_par(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= 48 * 48 * 48 && threads() > 1 {
+        gemm::Parallelism::Rayon(threads())
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// dst (m×n, row-major, row stride n) (+)= a (m×k) · b (k×n) with explicit strides for a.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    debug_assert!(dst.len() >= m * n && b.len() >= k * n);
+    // SAFETY: the slices hold at least the m×n, m×k (through the given strides) and k×n elements gemm reads
+    // and writes; the callers build the strides from the same dimensions.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_par(m, n, k),
+        )
+    }
+}
+
+/// col[(c*kh+ky)*kw+kx][oy*wo+ox] = x[c][iy][ix] (0 outside), for `cg` channels of one image.
+fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
+    let (kh, kw, p) = (g.kh, g.kw, g.p());
+    col.par_chunks_mut(kh * kw * p).take(cg).enumerate().for_each(|(c, rows)| {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
+                let (lo, hi) = g.ox_range(kx);
+                for oy in 0..g.ho {
+                    let r = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    match g.iy(oy, ky) {
+                        None => r.fill(0.0),
+                        Some(iy) => {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                            let src = &plane[iy * g.w..(iy + 1) * g.w];
+                            let sw = g.cfg.stride.1;
+                            for (ox, v) in r[lo..hi].iter_mut().enumerate() {
+                                *v = src[(ox + lo) * sw + kx - g.cfg.pad.left];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// dx[c][iy][ix] += col[(c*kh+ky)*kw+kx][oy*wo+ox], for `cg` channels of one image.
+fn col2im(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32]) {
+    let (kh, kw, p) = (g.kh, g.kw, g.p());
+    dx.par_chunks_mut(g.h * g.w).take(cg).enumerate().for_each(|(c, plane)| {
+        let rows = &col[c * kh * kw * p..(c + 1) * kh * kw * p];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
+                let (lo, hi) = g.ox_range(kx);
+                for oy in 0..g.ho {
+                    if let Some(iy) = g.iy(oy, ky) {
+                        let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+                        let sw = g.cfg.stride.1;
+                        for ox in lo..hi {
+                            dst[ox * sw + kx - g.cfg.pad.left] += row[oy * g.wo + ox];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
+    let p = g.p();
+    let mut out = vec![0f32; g.n * g.o * p];
+    if g.depthwise() {
+        out.par_chunks_mut(p).enumerate().for_each(|(nc, dst)| {
+            let c = nc % g.c;
+            dst.fill(bias[c]);
+            let src = &x[nc * g.h * g.w..(nc + 1) * g.h * g.w];
+            let sw = g.cfg.stride.1;
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = wt[(c * g.kh + ky) * g.kw + kx];
+                    let (lo, hi) = g.ox_range(kx);
+                    for oy in 0..g.ho {
+                        if let Some(iy) = g.iy(oy, ky) {
+                            let s = &src[iy * g.w..(iy + 1) * g.w];
+                            let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
+                            for ox in lo..hi {
+                                d[ox] += wv * s[ox * sw + kx - g.cfg.pad.left];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        return out;
+    }
+    let groups = g.cfg.groups;
+    let (cg, og) = (g.c / groups, g.o / groups);
+    let k = cg * g.kh * g.kw;
+    let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
+    for n in 0..g.n {
+        for gi in 0..groups {
+            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..];
+            let dst = &mut out[(n * g.o + gi * og) * p..(n * g.o + (gi + 1) * og) * p];
+            for (o, row) in dst.chunks_mut(p).enumerate() {
+                row.fill(bias[gi * og + o]);
+            }
+            let b: &[f32] = if g.pointwise() {
+                &xs[..k * p]
+            } else {
+                im2col(xs, cg, g, &mut col);
+                &col
+            };
+            matmul(dst, true, &wt[gi * og * k..], k, 1, b, og, p, k);
+        }
+    }
+    out
+}
+
+fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
+    let p = g.p();
+    let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+    if g.depthwise() {
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(nc, dst)| {
+            let c = nc % g.c;
+            let src = &gy[nc * p..(nc + 1) * p];
+            let sw = g.cfg.stride.1;
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = wt[(c * g.kh + ky) * g.kw + kx];
+                    let (lo, hi) = g.ox_range(kx);
+                    for oy in 0..g.ho {
+                        if let Some(iy) = g.iy(oy, ky) {
+                            let s = &src[oy * g.wo..(oy + 1) * g.wo];
+                            let d = &mut dst[iy * g.w..(iy + 1) * g.w];
+                            for ox in lo..hi {
+                                d[ox * sw + kx - g.cfg.pad.left] += wv * s[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        return dx;
+    }
+    let groups = g.cfg.groups;
+    let (cg, og) = (g.c / groups, g.o / groups);
+    let k = cg * g.kh * g.kw;
+    let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
+    for n in 0..g.n {
+        for gi in 0..groups {
+            let gys = &gy[(n * g.o + gi * og) * p..];
+            let wg = &wt[gi * og * k..];
+            let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+            // cols (k×p) = W_gᵀ (k×og) · gy_g (og×p)
+            if g.pointwise() {
+                matmul(dxs, false, wg, 1, k, gys, k, p, og);
+            } else {
+                matmul(&mut col, false, wg, 1, k, gys, k, p, og);
+                col2im(&col, cg, g, dxs);
+            }
+        }
+    }
+    dx
+}
+
+/// Forward op: (x, weight, bias) → y.
+struct Conv2dOp(ConvConfig);
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "gradcam-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(dims4(l1, "conv2d")?, dims4(l2, "conv2d")?, self.0)?;
+        let (x, w, b) = (f32_slice(s1, l1, "conv2d")?, f32_slice(s2, l2, "conv2d")?, f32_slice(s3, l3, "conv2d")?);
+        if b.len() != g.o {
+            candle_core::bail!("conv2d: bias has {} values for {} output channels", b.len(), g.o)
+        }
+        let y = forward(x, w, b, &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let dx = grad.contiguous()?.apply_op2_no_bwd(w, &Conv2dInputGradOp { cfg: self.0, h, w: wd })?;
+        Ok((Some(dx), None, None))
+    }
+}
+
+/// Backward op: (dy, weight) → dx, a transposed convolution.
+struct Conv2dInputGradOp {
+    cfg: ConvConfig,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for Conv2dInputGradOp {
+    fn name(&self) -> &'static str {
+        "gradcam-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, o, ho, wo) = dims4(l1, "conv2d backward")?;
+        let (o2, cg, kh, kw) = dims4(l2, "conv2d backward")?;
+        let c = cg * self.cfg.groups;
+        let g = Geom::new((n, c, self.h, self.w), (o2, cg, kh, kw), self.cfg)?;
+        if o != o2 || g.ho != ho || g.wo != wo {
+            candle_core::bail!("conv2d backward: gradient shape {:?} does not fit the convolution", l1.dims())
+        }
+        let dx = input_grad(f32_slice(s1, l1, "conv2d backward")?, f32_slice(s2, l2, "conv2d backward")?, &g);
+        Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
+    }
+}
+
+/// y = conv(x, weight) + bias. On the CPU this is the project's kernel; on other devices candle's stock ops.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op3_arc(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            std::sync::Arc::new(Box::new(Conv2dOp(cfg))),
+        )
+    } else {
+        conv2d_stock(x, weight, bias, cfg)
+    }
+}
+
+/// The same convolution with candle's stock ops (explicit zero padding, then `conv2d`).
+pub fn conv2d_stock(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Result<Tensor> {
+    let p = cfg.pad;
+    let x = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
+    if cfg.stride.0 != cfg.stride.1 {
+        candle_core::bail!("conv2d: candle's stock conv needs equal strides")
+    }
+    let y = x.conv2d(weight, 0, cfg.stride.0, 1, cfg.groups)?;
+    y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{fd_check, rand};
+    use candle_core::Var;
+
+    fn cases() -> Vec<((usize, usize, usize, usize), (usize, usize), ConvConfig)> {
+        vec![
+            // (n, c, h, w), (o, k), config
+            ((2, 3, 11, 9), (5, 3), ConvConfig::new(1, Pad::same(1), 1)),
+            ((1, 4, 13, 10), (6, 3), ConvConfig::new(2, Pad::same(1), 1)),
+            ((1, 3, 17, 15), (4, 7), ConvConfig::new(2, Pad::same(3), 1)),
+            ((2, 8, 7, 6), (6, 1), ConvConfig::new(1, Pad::default(), 1)),
+            ((1, 8, 9, 9), (4, 1), ConvConfig::new(2, Pad::default(), 1)),
+            ((2, 6, 9, 8), (6, 3), ConvConfig::new(1, Pad::same(1), 6)),
+            ((1, 6, 12, 11), (6, 5), ConvConfig::tf_same(12, 11, (5, 5), 2, 6)),
+            ((1, 4, 10, 10), (4, 3), ConvConfig::tf_same(10, 10, (3, 3), 2, 1)),
+            ((1, 8, 7, 9), (4, 3), ConvConfig::new(1, Pad { top: 0, left: 2, bottom: 1, right: 0 }, 2)),
+        ]
+    }
+
+    #[test]
+    fn forward_and_input_gradient_match_candle_stock_ops() -> Result<()> {
+        for (i, ((n, c, h, w), (o, k), cfg)) in cases().into_iter().enumerate() {
+            let x = rand(&[n, c, h, w], i as u64 + 1);
+            let wt = rand(&[o, c / cfg.groups, k, k], i as u64 + 100);
+            let b = rand(&[o], i as u64 + 200);
+            let xv = Var::from_tensor(&x)?;
+            let ours = conv2d(xv.as_tensor(), &wt, &b, cfg)?;
+            let xs = Var::from_tensor(&x)?;
+            let stock = conv2d_stock(xs.as_tensor(), &wt, &b, cfg)?;
+            assert_eq!(ours.dims(), stock.dims(), "case {i}");
+            let d = (&ours - &stock)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "case {i}: forward differs by {d}");
+            let r = rand(ours.dims(), 9);
+            let g1 = (ours * &r)?.sum_all()?.backward()?;
+            let g2 = (stock * &r)?.sum_all()?.backward()?;
+            let (a, b) = (g1.get(xv.as_tensor()).unwrap(), g2.get(xs.as_tensor()).unwrap());
+            let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "case {i}: input gradient differs by {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_gradient_matches_finite_differences() {
+        for (i, ((n, c, h, w), (o, k), cfg)) in cases().into_iter().enumerate() {
+            let x = rand(&[n, c, h, w], i as u64 + 1);
+            let wt = rand(&[o, c / cfg.groups, k, k], i as u64 + 100);
+            let b = rand(&[o], i as u64 + 200);
+            let err = fd_check(&x, &|t| conv2d(t, &wt, &b, cfg), 40, 1e-2);
+            // the op is linear in x: central differences are exact up to f32 rounding
+            assert!(err < 2e-3, "case {i}: finite-difference error {err}");
+        }
+    }
+
+    #[test]
+    fn tf_same_padding_puts_the_odd_pixel_bottom_right() {
+        let c = ConvConfig::tf_same(224, 224, (3, 3), 2, 1);
+        assert_eq!(c.pad, Pad { top: 0, left: 0, bottom: 1, right: 1 });
+        let c = ConvConfig::tf_same(112, 112, (5, 5), 2, 1);
+        assert_eq!(c.pad, Pad { top: 1, left: 1, bottom: 2, right: 2 });
+        let c = ConvConfig::tf_same(14, 14, (3, 3), 1, 1);
+        assert_eq!(c.pad, Pad::same(1));
+    }
+}

@@ -1,0 +1,89 @@
+//! The network's building blocks that candle's stock ops get wrong or make slow, as custom ops with their
+//! own backward (see ENGINE notes in ARCHITECTURE.md):
+//! - [`conv`]: 2-D convolution with asymmetric padding, groups (depthwise) and bias, whose backward computes
+//!   only the input gradient (weights are constants here);
+//! - [`pool`]: max-pool with padding and an argmax backward;
+//! - [`act`]: ReLU / ReLU6 with PyTorch's gradient at the kinks, and their guided twins for Guided Backprop.
+
+pub mod act;
+pub mod conv;
+pub mod pool;
+
+use candle_core::{CpuStorage, Layout, Result};
+
+/// The contiguous f32 slice behind a CPU storage and layout, or an error naming the op.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: only f32 tensors are supported"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+pub(crate) fn dims4(l: &Layout, op: &str) -> Result<(usize, usize, usize, usize)> {
+    match l.dims() {
+        &[a, b, c, d] => Ok((a, b, c, d)),
+        d => candle_core::bail!("{op}: expected a 4-D tensor, got shape {d:?}"),
+    }
+}
+
+/// Threads for the kernels: rayon's pool (RAYON_NUM_THREADS, default the number of cores).
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use candle_core::{Device, Result, Tensor, Var};
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    pub fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Compare the analytic gradient of sum(f(x) * r) with central finite differences (in f64 via f32
+    /// evaluations) at `probes` positions. Returns the worst absolute error relative to max |grad|.
+    pub fn fd_check(
+        x: &Tensor,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        probes: usize,
+        eps: f32,
+    ) -> f32 {
+        let xv = Var::from_tensor(x).unwrap();
+        let y = f(xv.as_tensor()).unwrap();
+        let r = rand(y.dims(), 77);
+        let loss = (y * &r).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        let gx = g.get(xv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let base = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let n = base.len();
+        let gmax = gx.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let mut worst = 0f32;
+        for p in 0..probes {
+            let i = (p * 7919 + 13) % n;
+            let eval = |d: f32| -> f64 {
+                let mut v = base.clone();
+                v[i] += d;
+                let t = Tensor::from_vec(v, x.dims(), x.device()).unwrap();
+                let y = f(&t).unwrap();
+                (y * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+            };
+            let num = ((eval(eps) - eval(-eps)) / (2.0 * eps as f64)) as f32;
+            worst = worst.max((num - gx[i]).abs() / gmax);
+        }
+        worst
+    }
+}
