@@ -6,6 +6,62 @@ use candle_core::Device;
 use common::*;
 use gradcam::cam::{self, guided, Explainer, Score};
 
+/// Guided Backprop sends a max-pool window's whole gradient to its argmax. Where the window's two largest
+/// values differ but by no more than a float rounding (0 < a − b ≤ 2 ulp), which one PyTorch picked depends on
+/// its summation order, not on the maths: the gradient of that window's 11×11 input patch (ResNet stem: 7×7
+/// stride-2 conv, then 3×3 stride-2 pool) is then legitimately different. Such ties are found here from our
+/// own stem output (nothing hard-coded); the comparison skips their input patches, and the test asserts they
+/// are rare (under 1 window in 10,000). Networks without a max-pool keep every pixel.
+fn outside_pool_ties(net: &gradcam::Network, x: &candle_core::Tensor) -> Vec<bool> {
+    let (h, w) = net.input_size;
+    let mut keep = vec![true; 3 * h * w];
+    if net.layer("maxpool").is_err() {
+        return keep;
+    }
+    let s = net.forward_range(x, 0, 1, gradcam::ops::act::Backprop::Plain).unwrap();
+    let (_, ch, sh, sw) = s.dims4().unwrap();
+    let v = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (ph, pw) = ((sh - 1) / 2 + 1, (sw - 1) / 2 + 1);
+    let mut ties = 0;
+    for c in 0..ch {
+        for oy in 0..ph {
+            for ox in 0..pw {
+                let mut vals = vec![];
+                for ky in 0..3i64 {
+                    for kx in 0..3i64 {
+                        let (iy, ix) = (oy as i64 * 2 + ky - 1, ox as i64 * 2 + kx - 1);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < sh && (ix as usize) < sw {
+                            vals.push(v[c * sh * sw + iy as usize * sw + ix as usize]);
+                        }
+                    }
+                }
+                vals.sort_by(|a, b| b.total_cmp(a));
+                let gap = vals[0] - vals[1];
+                // exact ties are fine: both sides pick the first maximum in scan order
+                if vals[0] > 0.0 && gap > 0.0 && gap <= 2.0 * f32::EPSILON * vals[0] {
+                    ties += 1;
+                    let (y0, x0) = ((oy as i64 * 2 - 1) * 2 - 3, (ox as i64 * 2 - 1) * 2 - 3);
+                    for y in y0.max(0)..(y0 + 11).min(h as i64) {
+                        for xx in x0.max(0)..(x0 + 11).min(w as i64) {
+                            for k in 0..3 {
+                                let i = k * h * w + y as usize * w + xx as usize;
+                                keep[i] = false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let windows = ch * ph * pw;
+    assert!(ties * 10_000 < windows, "{ties} of {windows} max-pool windows near a tie: too many to be rounding");
+    keep
+}
+
+fn masked_max_abs_diff(a: &[f32], b: &[f32], keep: &[bool]) -> f32 {
+    a.iter().zip(b).zip(keep).filter(|(_, k)| **k).fold(0f32, |m, ((x, y), _)| m.max((x - y).abs()))
+}
+
 fn check_model(model: &str, net: &gradcam::Network) {
     let size = net.input_size;
     let mut checked = 0;
@@ -49,7 +105,8 @@ fn check_model(model: &str, net: &gradcam::Network) {
             let want = golden(&format!("{dir}/gb.{c}.npy")).data;
             let gb = guided::guided_backprop(net, &x, &[c], Score::Logit).unwrap();
             let gb = gb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let d = max_abs_diff(&gb, &want);
+            let keep = outside_pool_ties(net, &x);
+            let d = masked_max_abs_diff(&gb, &want, &keep);
             assert!(d <= 1e-3 * max_abs(&want), "{dir} {c}: guided backprop differs by {d} (max {})", max_abs(&want));
             let layer = &layers[0];
             let want = golden(&format!("{dir}/guided_gradcam.{layer}.{c}.npy")).data;
@@ -58,7 +115,7 @@ fn check_model(model: &str, net: &gradcam::Network) {
             let map = &cam::final_maps(&cam::raw_maps(&cap, cam::method("gradcam").unwrap().as_ref(), false).unwrap(), size)[0];
             let hw = size.0 * size.1;
             let ggc: Vec<f32> = gb.iter().enumerate().map(|(i, v)| v * map.data[i % hw]).collect();
-            let d = max_abs_diff(&ggc, &want);
+            let d = masked_max_abs_diff(&ggc, &want, &keep);
             assert!(d <= 1e-3 * max_abs(&want), "{dir} {c}: guided grad-cam differs by {d}");
             checked += 1;
         }
@@ -80,3 +137,4 @@ fn resnet50_synthetic_maps_match_reference() {
 fn resnet18_synthetic_maps_match_reference() {
     check_model("resnet18", &synthetic("resnet18"));
 }
+
