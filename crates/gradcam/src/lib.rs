@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod classify;
 mod colormaps;
 pub mod error;
+pub mod explain;
 pub mod image;
 pub mod labels;
 pub mod models;
