@@ -27,9 +27,31 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage> {
     if reader.format().is_none() {
         return Err(Error::image(path, "unknown format (expected PNG, JPEG, GIF, BMP, TIFF or WebP)"));
     }
+    if reader.format() == Some(image::ImageFormat::Png) {
+        // the PNG decoder reads on to the first data chunk before it reports a size: check the header here
+        let mut head = [0u8; 24];
+        use std::io::Read;
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
+        if n == 24 && &head[12..16] == b"IHDR" {
+            let w = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
+            let h = u32::from_be_bytes([head[20], head[21], head[22], head[23]]);
+            check_pixels(path, w, h, max_pixels)?;
+        }
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(path)?;
+    }
     reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(|e| Error::image(path, e.to_string()))?;
     let (w, h) = decoder.dimensions();
+    check_pixels(path, w, h, max_pixels)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img.to_rgb8())
+}
+
+fn check_pixels(path: &Path, w: u32, h: u32, max_pixels: u64) -> Result<()> {
     let pixels = w as u64 * h as u64;
     if pixels > max_pixels {
         return Err(Error::image(
@@ -44,10 +66,20 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage> {
     if pixels == 0 {
         return Err(Error::image(path, format!("the image is {w}x{h}")));
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, e.to_string()))?;
-    img.apply_orientation(orientation);
-    Ok(img.to_rgb8())
+    Ok(())
+}
+
+/// The JPEG decoder fills a truncated file with grey without an error: require the end-of-image marker after
+/// the start of scan (in entropy-coded data 0xFF is always stuffed, so FF D9 there is the real marker).
+fn check_jpeg_complete(path: &Path) -> Result<()> {
+    let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sos = b.windows(2).position(|w| w == [0xFF, 0xDA]);
+    let complete = sos.is_some_and(|s| b[s..].windows(2).any(|w| w == [0xFF, 0xD9]));
+    if complete {
+        Ok(())
+    } else {
+        Err(Error::image(path, format!("truncated JPEG ({} bytes, no end-of-image marker)", b.len())))
+    }
 }
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
