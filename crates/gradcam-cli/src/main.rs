@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gradcam", version, about = "What a convolutional image classifier looks at: Grad-CAM and friends")]
+#[command(
+    name = "gradcam",
+    version,
+    about = "What a convolutional image classifier looks at: Grad-CAM and friends"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -136,7 +140,10 @@ fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
                         if recursive {
                             stack.push(q);
                         }
-                    } else if q.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
+                    } else if q
+                        .file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                    {
                         found.push(q);
                     }
                 }
@@ -151,7 +158,8 @@ fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
 }
 
 fn is_image_name(p: &Path) -> bool {
-    p.extension().is_some_and(|e| IMAGE_EXT.contains(&e.to_string_lossy().to_lowercase().as_str()))
+    p.extension()
+        .is_some_and(|e| IMAGE_EXT.contains(&e.to_string_lossy().to_lowercase().as_str()))
 }
 
 fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
@@ -159,7 +167,9 @@ fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
     for s in specs {
         let s = s.trim();
         if let Some(k) = s.strip_prefix("top") {
-            let k: usize = k.parse().with_context(|| format!("--class {s}: expected topN, e.g. top3"))?;
+            let k: usize = k
+                .parse()
+                .with_context(|| format!("--class {s}: expected topN, e.g. top3"))?;
             if k == 0 {
                 bail!("--class {s}: N must be at least 1");
             }
@@ -187,7 +197,11 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         }
     }
     let opts = Options {
-        layers: if a.layer.is_empty() { vec![net.default_layer()] } else { a.layer.clone() },
+        layers: if a.layer.is_empty() {
+            vec![net.default_layer()]
+        } else {
+            a.layer.clone()
+        },
         methods,
         classes: parse_classes(&a.class, &labels)?,
         counterfactual: a.counterfactual,
@@ -208,17 +222,23 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     if files.is_empty() && a.input_tensor.is_empty() {
         bail!("nothing to explain: give images, folders or --input-tensor");
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
     let mut all_inputs = files.clone();
     all_inputs.extend(a.input_tensor.iter().cloned());
     let mut namer = Namer::new(&all_inputs);
-    let jobs: Vec<(PathBuf, bool)> =
-        files.iter().map(|f| (f.clone(), false)).chain(a.input_tensor.iter().map(|f| (f.clone(), true))).collect();
+    let jobs: Vec<(PathBuf, bool)> = files
+        .iter()
+        .map(|f| (f.clone(), false))
+        .chain(a.input_tensor.iter().map(|f| (f.clone(), true)))
+        .collect();
     let bar = if jobs.len() > 1 && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -228,7 +248,11 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     let mut errors = vec![];
     for (path, is_tensor) in &jobs {
         let r = (|| -> gradcam::Result<explain::Report> {
-            let input = if *is_tensor { Input::from_npy(path, &net)? } else { Input::from_image(path, &net, a.model.max_pixels)? };
+            let input = if *is_tensor {
+                Input::from_npy(path, &net)?
+            } else {
+                Input::from_image(path, &net, a.model.max_pixels)?
+            };
             let prefix = namer.prefix(&input.name);
             explain::explain(&net, &labels, &input, &opts, &prefix, &namer)
         })();
@@ -243,7 +267,13 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
                     }
                     for e in &rep.explanations {
                         let f = e.files.overlay.as_ref().or(e.files.gradient.as_ref());
-                        let line = format!("  {} {} ({}) -> {}", e.method, e.class, e.label, f.map_or("", |s| s.as_str()));
+                        let line = format!(
+                            "  {} {} ({}) -> {}",
+                            e.method,
+                            e.class,
+                            e.label,
+                            f.map_or("", |s| s.as_str())
+                        );
                         match &bar {
                             Some(b) => b.println(line),
                             None => println!("{line}"),
@@ -254,7 +284,11 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 let msg = e.to_string();
-                let shown = if msg.contains(&path.display().to_string()) { msg.clone() } else { format!("{}: {msg}", path.display()) };
+                let shown = if msg.contains(&path.display().to_string()) {
+                    msg.clone()
+                } else {
+                    format!("{}: {msg}", path.display())
+                };
                 match &bar {
                     Some(b) => b.println(format!("error: {shown}")),
                     None => eprintln!("error: {shown}"),
@@ -289,7 +323,10 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
     for path in &images {
         let r = (|| -> gradcam::Result<Vec<gradcam::classify::Prediction>> {
             let input = Input::from_image(path, &net, m.max_pixels)?;
-            let logits = net.forward(&input.tensor)?.flatten_all()?.to_vec1::<f32>()?;
+            let logits = net
+                .forward(&input.tensor)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             Ok(gradcam::classify::top_k(&logits, top, &labels))
         })();
         match r {
@@ -297,10 +334,15 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
                 if !json {
                     println!("{}", path.display());
                     for q in &p {
-                        println!("  {:>4}  {:<30} logit {:>8.4}  p {:.4}", q.class, q.label, q.logit, q.probability);
+                        println!(
+                            "  {:>4}  {:<30} logit {:>8.4}  p {:.4}",
+                            q.class, q.label, q.logit, q.probability
+                        );
                     }
                 }
-                results.push(serde_json::json!({"image": path.display().to_string(), "predictions": p}));
+                results.push(
+                    serde_json::json!({"image": path.display().to_string(), "predictions": p}),
+                );
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -312,17 +354,35 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
         let doc = serde_json::json!({"model": net.name, "results": results, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
-    let net = gradcam::load_model(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev)?;
+    let net = gradcam::load_model(
+        &m.model,
+        Some(m.weights.as_deref().unwrap_or("synthetic")),
+        &dev,
+    )?;
     let shapes = net.stage_shapes()?;
-    println!("{} (input 3x{}x{}; default target: {})", net.name, net.input_size.0, net.input_size.1, net.default_layer());
+    println!(
+        "{} (input 3x{}x{}; default target: {})",
+        net.name,
+        net.input_size.0,
+        net.input_size.1,
+        net.default_layer()
+    );
     for l in net.layers() {
-        let s = shapes[l.stage].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let s = shapes[l.stage]
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         match l.alias_of {
             Some(a) => println!("  {:<12} {:<14} (= {a})", l.name, s),
             None => println!("  {:<12} {s}", l.name),
@@ -334,7 +394,12 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, top, json),
+        Cmd::Classify {
+            images,
+            model,
+            top,
+            json,
+        } => classify_cmd(images, model, top, json),
         Cmd::Explain(a) => explain_cmd(a),
         Cmd::Layers { model } => layers_cmd(model),
         Cmd::Models => {

@@ -1,7 +1,11 @@
 //! `gradcam explain` as a library call: one image in, its predictions, maps, pictures and a JSON-ready report
 //! out. The CLI only parses arguments, walks folders and prints.
 
-use crate::cam::{self, guided, postprocess::{bounding_box, BBox, Map}, Explainer, Score};
+use crate::cam::{
+    self, guided,
+    postprocess::{bounding_box, BBox, Map},
+    Explainer, Score,
+};
 use crate::classify::{ranking, top_k, Prediction};
 use crate::error::{Error, Result};
 use crate::labels::Labels;
@@ -52,7 +56,10 @@ impl Options {
             net.layer(l)?;
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::invalid(format!("--alpha {} is outside [0, 1]", self.alpha)));
+            return Err(Error::invalid(format!(
+                "--alpha {} is outside [0, 1]",
+                self.alpha
+            )));
         }
         Ok(())
     }
@@ -71,8 +78,13 @@ pub struct Input {
 impl Input {
     pub fn from_image(path: &Path, net: &Network, max_pixels: u64) -> Result<Input> {
         let photo = crate::image::load_rgb(path, max_pixels)?;
-        let tensor = crate::image::preprocess(&photo, net.input_size, &net.normalization, &net.device)?;
-        Ok(Input { name: path.display().to_string(), photo, tensor })
+        let tensor =
+            crate::image::preprocess(&photo, net.input_size, &net.normalization, &net.device)?;
+        Ok(Input {
+            name: path.display().to_string(),
+            photo,
+            tensor,
+        })
     }
 
     /// A ready 1×3×H×W tensor from a `.npy` file.
@@ -94,7 +106,11 @@ impl Input {
                 (v * 255.0).round().clamp(0.0, 255.0) as u8
             }))
         });
-        Ok(Input { name: path.display().to_string(), photo, tensor: a.to_tensor(&net.device)? })
+        Ok(Input {
+            name: path.display().to_string(),
+            photo,
+            tensor: a.to_tensor(&net.device)?,
+        })
     }
 }
 
@@ -145,12 +161,30 @@ pub struct Namer {
 
 impl Namer {
     pub fn new(inputs: &[PathBuf]) -> Self {
-        Namer { used: HashMap::new(), inputs: inputs.iter().filter_map(|p| p.canonicalize().ok()).collect() }
+        Namer {
+            used: HashMap::new(),
+            inputs: inputs
+                .iter()
+                .filter_map(|p| p.canonicalize().ok())
+                .collect(),
+        }
     }
 
     pub fn prefix(&mut self, name: &str) -> String {
-        let stem = Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-        let stem: String = stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let stem = Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let stem: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let n = self.used.entry(stem.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {
@@ -162,9 +196,17 @@ impl Namer {
 
     /// `path`, or a variant of it that is not one of the inputs.
     pub fn safe(&self, path: PathBuf) -> PathBuf {
-        let canon = path.parent().and_then(|p| p.canonicalize().ok()).map(|p| p.join(path.file_name().unwrap_or_default()));
+        let canon = path
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .map(|p| p.join(path.file_name().unwrap_or_default()));
         match canon {
-            Some(c) if self.inputs.contains(&c) => path.with_extension(format!("out.{}", path.extension().map(|e| e.to_string_lossy()).unwrap_or_default())),
+            Some(c) if self.inputs.contains(&c) => path.with_extension(format!(
+                "out.{}",
+                path.extension()
+                    .map(|e| e.to_string_lossy())
+                    .unwrap_or_default()
+            )),
             _ => path,
         }
     }
@@ -191,66 +233,114 @@ fn resolve_classes(specs: &[ClassSpec], logits: &[f32]) -> Vec<usize> {
 }
 
 /// Explain one input: predictions, then for each class and method the map and its pictures.
-pub fn explain(net: &Network, labels: &Labels, input: &Input, opts: &Options, prefix: &str, namer: &Namer) -> Result<Report> {
+pub fn explain(
+    net: &Network,
+    labels: &Labels,
+    input: &Input,
+    opts: &Options,
+    prefix: &str,
+    namer: &Namer,
+) -> Result<Report> {
     let ex = Explainer::new(net, &opts.layers)?;
     let (ih, iw) = (input.tensor.dims()[2], input.tensor.dims()[3]);
     let (pw, ph) = input.photo.dimensions();
-    let logits = net.forward(&input.tensor)?.flatten_all()?.to_vec1::<f32>()?;
+    let logits = net
+        .forward(&input.tensor)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let predictions = top_k(&logits, opts.top, labels);
     let classes = resolve_classes(&opts.classes, &logits);
     let mut explanations = vec![];
-    let cf = if opts.counterfactual { "-counterfactual" } else { "" };
+    let cf = if opts.counterfactual {
+        "-counterfactual"
+    } else {
+        ""
+    };
     for &class in &classes {
         let needs_capture = opts.methods.iter().any(|m| m != GUIDED_BACKPROP);
-        let cap = if needs_capture { Some(ex.capture(&input.tensor, &[class], opts.score)?) } else { None };
+        let cap = if needs_capture {
+            Some(ex.capture(&input.tensor, &[class], opts.score)?)
+        } else {
+            None
+        };
         let mut gradcam_map: Option<Map> = None;
         let mut gb: Option<Vec<f32>> = None;
         for m in &opts.methods {
             let base = opts.out_dir.join(format!("{prefix}.{class}.{m}{cf}"));
             let path = |kind: &str| namer.safe(PathBuf::from(format!("{}.{kind}", base.display())));
             let mut files = Files::default();
-            let (map, npy): (Option<Map>, Option<Array>) = if m == GUIDED_BACKPROP || m == GUIDED_GRADCAM {
-                if gb.is_none() {
-                    gb = Some(guided::guided_backprop(net, &input.tensor, &[class], opts.score)?.flatten_all()?.to_vec1::<f32>()?);
-                }
-                let g = gb.as_ref().map(Vec::as_slice).unwrap_or(&[]);
-                let (grad, map) = if m == GUIDED_GRADCAM {
-                    if gradcam_map.is_none() {
-                        let raw = cam::raw_maps(cap.as_ref().ok_or_else(|| Error::invalid("internal: no capture"))?, cam::method("gradcam")?.as_ref(), opts.counterfactual)?;
-                        gradcam_map = Some(cam::final_maps(&raw, (ih, iw)).remove(0));
+            let (map, npy): (Option<Map>, Option<Array>) =
+                if m == GUIDED_BACKPROP || m == GUIDED_GRADCAM {
+                    if gb.is_none() {
+                        gb = Some(
+                            guided::guided_backprop(net, &input.tensor, &[class], opts.score)?
+                                .flatten_all()?
+                                .to_vec1::<f32>()?,
+                        );
                     }
-                    let gm = gradcam_map.clone().unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
-                    let hw = ih * iw;
-                    (g.iter().enumerate().map(|(i, v)| v * gm.data[i % hw]).collect::<Vec<f32>>(), Some(gm))
+                    let g = gb.as_deref().unwrap_or(&[]);
+                    let (grad, map) = if m == GUIDED_GRADCAM {
+                        if gradcam_map.is_none() {
+                            let raw = cam::raw_maps(
+                                cap.as_ref()
+                                    .ok_or_else(|| Error::invalid("internal: no capture"))?,
+                                cam::method("gradcam")?.as_ref(),
+                                opts.counterfactual,
+                            )?;
+                            gradcam_map = Some(cam::final_maps(&raw, (ih, iw)).remove(0));
+                        }
+                        let gm = gradcam_map
+                            .clone()
+                            .unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
+                        let hw = ih * iw;
+                        (
+                            g.iter()
+                                .enumerate()
+                                .map(|(i, v)| v * gm.data[i % hw])
+                                .collect::<Vec<f32>>(),
+                            Some(gm),
+                        )
+                    } else {
+                        (g.to_vec(), None)
+                    };
+                    let pic =
+                        render::chw_to_image(&guided::normalize_for_display(&grad), ih, iw, pw, ph);
+                    let p = path("gradient.png");
+                    render::save_png(&pic, &p)?;
+                    files.gradient = Some(p.display().to_string());
+                    (map, Some(Array::new(vec![3, ih, iw], grad)))
                 } else {
-                    (g.to_vec(), None)
+                    let method = cam::method(m)?;
+                    let raw = cam::raw_maps(
+                        cap.as_ref()
+                            .ok_or_else(|| Error::invalid("internal: no capture"))?,
+                        method.as_ref(),
+                        opts.counterfactual,
+                    )?;
+                    let map = cam::final_maps(&raw, (ih, iw)).remove(0);
+                    if m == "gradcam" {
+                        gradcam_map = Some(map.clone());
+                    }
+                    let npy = Array::new(vec![ih, iw], map.data.clone());
+                    (Some(map), Some(npy))
                 };
-                let pic = render::chw_to_image(&guided::normalize_for_display(&grad), ih, iw, pw, ph);
-                let p = path("gradient.png");
-                render::save_png(&pic, &p)?;
-                files.gradient = Some(p.display().to_string());
-                (map, Some(Array::new(vec![3, ih, iw], grad)))
-            } else {
-                let method = cam::method(m)?;
-                let raw = cam::raw_maps(cap.as_ref().ok_or_else(|| Error::invalid("internal: no capture"))?, method.as_ref(), opts.counterfactual)?;
-                let map = cam::final_maps(&raw, (ih, iw)).remove(0);
-                if m == "gradcam" {
-                    gradcam_map = Some(map.clone());
-                }
-                let npy = Array::new(vec![ih, iw], map.data.clone());
-                (Some(map), Some(npy))
-            };
             let mut bbox = None;
             let mut peak = None;
             if let Some(map) = &map {
                 let full = map.resize(ph as usize, pw as usize);
                 if m != GUIDED_GRADCAM {
                     let o = path("overlay.png");
-                    render::save_png(&render::overlay(&input.photo, &full, opts.colormap, opts.alpha), &o)?;
+                    render::save_png(
+                        &render::overlay(&input.photo, &full, opts.colormap, opts.alpha),
+                        &o,
+                    )?;
                     let h = path("heatmap.png");
                     render::save_png(&render::heatmap(&full, opts.colormap), &h)?;
                     let k = path("mask.png");
-                    render::save_png(&render::threshold_view(&input.photo, &full, opts.threshold), &k)?;
+                    render::save_png(
+                        &render::threshold_view(&input.photo, &full, opts.threshold),
+                        &k,
+                    )?;
                     files.overlay = Some(o.display().to_string());
                     files.heatmap = Some(h.display().to_string());
                     files.mask = Some(k.display().to_string());
@@ -270,7 +360,11 @@ pub fn explain(net: &Network, labels: &Labels, input: &Input, opts: &Options, pr
                 class,
                 label: labels.get(class).to_string(),
                 method: m.clone(),
-                layers: if m == GUIDED_BACKPROP { vec![] } else { opts.layers.clone() },
+                layers: if m == GUIDED_BACKPROP {
+                    vec![]
+                } else {
+                    opts.layers.clone()
+                },
                 counterfactual: opts.counterfactual,
                 files,
                 bbox,
@@ -278,5 +372,11 @@ pub fn explain(net: &Network, labels: &Labels, input: &Input, opts: &Options, pr
             });
         }
     }
-    Ok(Report { image: input.name.clone(), width: pw, height: ph, predictions, explanations })
+    Ok(Report {
+        image: input.name.clone(),
+        width: pw,
+        height: ph,
+        predictions,
+        explanations,
+    })
 }

@@ -17,9 +17,16 @@ impl Labels {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Vec<String> = s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let v: Vec<String> = s
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
         if v.is_empty() {
-            return Err(Error::invalid(format!("{}: no labels in the file (expected one name per line)", path.display())));
+            return Err(Error::invalid(format!(
+                "{}: no labels in the file (expected one name per line)",
+                path.display()
+            )));
         }
         Ok(Labels(v))
     }
@@ -59,18 +66,30 @@ impl Labels {
             if i < self.0.len() {
                 return Ok(i);
             }
-            return Err(Error::invalid(format!("class {i} is out of range: the model has {} classes (0..{})", self.0.len(), self.0.len() - 1)));
+            return Err(Error::invalid(format!(
+                "class {i} is out of range: the model has {} classes (0..{})",
+                self.0.len(),
+                self.0.len() - 1
+            )));
         }
         let ql = q.to_lowercase();
         if let Some(i) = self.0.iter().position(|l| l.to_lowercase() == ql) {
             return Ok(i);
         }
-        let hits: Vec<usize> = (0..self.0.len()).filter(|&i| self.0[i].to_lowercase().contains(&ql)).collect();
+        let hits: Vec<usize> = (0..self.0.len())
+            .filter(|&i| self.0[i].to_lowercase().contains(&ql))
+            .collect();
         match hits.len() {
             1 => Ok(hits[0]),
-            0 => Err(Error::invalid(format!("no class matches `{q}` (give an index or part of a label)"))),
+            0 => Err(Error::invalid(format!(
+                "no class matches `{q}` (give an index or part of a label)"
+            ))),
             _ => {
-                let c: Vec<String> = hits.iter().take(12).map(|&i| format!("{i} ({})", self.0[i])).collect();
+                let c: Vec<String> = hits
+                    .iter()
+                    .take(12)
+                    .map(|&i| format!("{i} ({})", self.0[i]))
+                    .collect();
                 Err(Error::invalid(format!(
                     "`{q}` is ambiguous: {} classes match: {}{}",
                     hits.len(),
@@ -96,7 +115,10 @@ mod tests {
         assert_eq!(l.resolve("tabby").unwrap(), 281);
         assert_eq!(l.resolve("Egyptian Cat").unwrap(), 285);
         let e = l.resolve("cat").unwrap_err().to_string();
-        assert!(e.contains("ambiguous") && e.contains("285 (Egyptian cat)"), "{e}");
+        assert!(
+            e.contains("ambiguous") && e.contains("285 (Egyptian cat)"),
+            "{e}"
+        );
         assert!(l.resolve("1000").is_err());
     }
 }

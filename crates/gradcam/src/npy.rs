@@ -20,7 +20,12 @@ impl Array {
     pub fn read(path: impl AsRef<Path>) -> Result<Array> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&bytes).map_err(|m| Error::invalid(format!("{}: not a supported .npy file: {m}", path.display())))
+        Self::parse(&bytes).map_err(|m| {
+            Error::invalid(format!(
+                "{}: not a supported .npy file: {m}",
+                path.display()
+            ))
+        })
     }
 
     pub fn parse(b: &[u8]) -> std::result::Result<Array, String> {
@@ -44,7 +49,10 @@ impl Array {
         } else if descr.starts_with("'<f8'") {
             8
         } else {
-            return Err(format!("dtype {} (expected '<f4' or '<f8')", &descr[..descr.find(',').unwrap_or(descr.len())]));
+            return Err(format!(
+                "dtype {} (expected '<f4' or '<f8')",
+                &descr[..descr.find(',').unwrap_or(descr.len())]
+            ));
         };
         if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
             return Err("Fortran order is not supported".into());
@@ -60,12 +68,21 @@ impl Array {
         let n: usize = shape.iter().product();
         let body = &b[start + hlen..];
         if body.len() < n * elem {
-            return Err(format!("{} data bytes for {n} elements (truncated?)", body.len()));
+            return Err(format!(
+                "{} data bytes for {n} elements (truncated?)",
+                body.len()
+            ));
         }
         let data = if elem == 4 {
-            body[..n * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            body[..n * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         } else {
-            body[..n * 8].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+            body[..n * 8]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect()
         };
         Ok(Array { shape, data })
     }
@@ -73,7 +90,11 @@ impl Array {
     /// The `.npy` bytes (version 1.0, '<f4', C order).
     pub fn to_bytes(&self) -> Vec<u8> {
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
-        let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+        let shape = if dims.len() == 1 {
+            format!("({},)", dims[0])
+        } else {
+            format!("({})", dims.join(", "))
+        };
         let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
@@ -95,7 +116,11 @@ impl Array {
     }
 
     pub fn to_tensor(&self, dev: &candle_core::Device) -> Result<candle_core::Tensor> {
-        Ok(candle_core::Tensor::from_vec(self.data.clone(), self.shape.clone(), dev)?)
+        Ok(candle_core::Tensor::from_vec(
+            self.data.clone(),
+            self.shape.clone(),
+            dev,
+        )?)
     }
 }
 
@@ -107,7 +132,7 @@ mod tests {
     fn round_trip() {
         let a = Array::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]);
         let b = a.to_bytes();
-        assert_eq!(b.len() % 64, 24 % 64); // header padded to 64, then 24 data bytes
+        assert_eq!((b.len() - 24) % 64, 0); // header padded to a multiple of 64, then 24 data bytes
         assert_eq!(Array::parse(&b).unwrap(), a);
         assert!(Array::parse(b"not npy").is_err());
         assert!(Array::parse(&b[..b.len() - 3]).is_err());

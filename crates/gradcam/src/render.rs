@@ -26,7 +26,12 @@ impl Colormap {
             "turbo" => Colormap::Turbo,
             "viridis" => Colormap::Viridis,
             "inferno" => Colormap::Inferno,
-            _ => return Err(Error::invalid(format!("unknown colour map `{s}`; choose one of {}", Self::NAMES.join(", ")))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown colour map `{s}`; choose one of {}",
+                    Self::NAMES.join(", ")
+                )))
+            }
         })
     }
 
@@ -47,7 +52,9 @@ impl Colormap {
 
 /// The map as colours, at the map's size.
 pub fn heatmap(map: &Map, cmap: Colormap) -> RgbImage {
-    RgbImage::from_fn(map.w as u32, map.h as u32, |x, y| Rgb(cmap.color(map.data[y as usize * map.w + x as usize])))
+    RgbImage::from_fn(map.w as u32, map.h as u32, |x, y| {
+        Rgb(cmap.color(map.data[y as usize * map.w + x as usize]))
+    })
 }
 
 /// alpha·heat + (1 − alpha)·photo; `map` must have the photo's size.
@@ -56,7 +63,11 @@ pub fn overlay(photo: &RgbImage, map: &Map, cmap: Colormap, alpha: f32) -> RgbIm
     RgbImage::from_fn(photo.width(), photo.height(), |x, y| {
         let p = photo.get_pixel(x, y).0;
         let h = cmap.color(map.data[y as usize * map.w + x as usize]);
-        Rgb([0, 1, 2].map(|c| (a * h[c] as f32 + (1.0 - a) * p[c] as f32).round().clamp(0.0, 255.0) as u8))
+        Rgb([0, 1, 2].map(|c| {
+            (a * h[c] as f32 + (1.0 - a) * p[c] as f32)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
     })
 }
 
@@ -74,7 +85,10 @@ pub fn threshold_view(photo: &RgbImage, map: &Map, threshold: f32) -> RgbImage {
 /// A 3×H×W image with values in [0, 1] (already normalised) as RGB, resized to (w, h).
 pub fn chw_to_image(x: &[f32], h: usize, w: usize, out_w: u32, out_h: u32) -> RgbImage {
     let chans: Vec<Map> = (0..3)
-        .map(|c| Map::new(h, w, x[c * h * w..(c + 1) * h * w].to_vec()).resize(out_h as usize, out_w as usize))
+        .map(|c| {
+            Map::new(h, w, x[c * h * w..(c + 1) * h * w].to_vec())
+                .resize(out_h as usize, out_w as usize)
+        })
         .collect();
     RgbImage::from_fn(out_w, out_h, |xx, yy| {
         let i = yy as usize * out_w as usize + xx as usize;
@@ -85,6 +99,7 @@ pub fn chw_to_image(x: &[f32], h: usize, w: usize, out_w: u32, out_h: u32) -> Rg
 /// Encode a PNG and write it whole or not at all.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::image(path, format!("cannot encode: {e}")))?;
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| Error::image(path, format!("cannot encode: {e}")))?;
     crate::util::write_atomic(path, buf.get_ref())
 }

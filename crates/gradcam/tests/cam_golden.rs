@@ -18,7 +18,9 @@ fn outside_pool_ties(net: &gradcam::Network, x: &candle_core::Tensor) -> Vec<boo
     if net.layer("maxpool").is_err() {
         return keep;
     }
-    let s = net.forward_range(x, 0, 1, gradcam::ops::act::Backprop::Plain).unwrap();
+    let s = net
+        .forward_range(x, 0, 1, gradcam::ops::act::Backprop::Plain)
+        .unwrap();
     let (_, ch, sh, sw) = s.dims4().unwrap();
     let v = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let (ph, pw) = ((sh - 1) / 2 + 1, (sw - 1) / 2 + 1);
@@ -54,27 +56,40 @@ fn outside_pool_ties(net: &gradcam::Network, x: &candle_core::Tensor) -> Vec<boo
         }
     }
     let windows = ch * ph * pw;
-    assert!(ties * 10_000 < windows, "{ties} of {windows} max-pool windows near a tie: too many to be rounding");
+    assert!(
+        ties * 10_000 < windows,
+        "{ties} of {windows} max-pool windows near a tie: too many to be rounding"
+    );
     keep
 }
 
 fn masked_max_abs_diff(a: &[f32], b: &[f32], keep: &[bool]) -> f32 {
-    a.iter().zip(b).zip(keep).filter(|(_, k)| **k).fold(0f32, |m, ((x, y), _)| m.max((x - y).abs()))
+    a.iter()
+        .zip(b)
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .fold(0f32, |m, ((x, y), _)| m.max((x - y).abs()))
 }
 
 fn check_model(model: &str, net: &gradcam::Network) {
     let size = net.input_size;
     let mut checked = 0;
     for (dir, classes, layers) in golden_images(model) {
-        let x = golden(&format!("{dir}/input.npy")).to_tensor(&Device::Cpu).unwrap();
+        let x = golden(&format!("{dir}/input.npy"))
+            .to_tensor(&Device::Cpu)
+            .unwrap();
         for layer in &layers {
             let ex = Explainer::new(net, std::slice::from_ref(layer)).unwrap();
             for &c in &classes {
                 let cap = ex.capture(&x, &[c], Score::Logit).unwrap();
                 let raw_ref = golden(&format!("{dir}/{layer}.{c}.gradcam_raw.npy"));
-                let raw = cam::raw_maps(&cap, cam::method("gradcam").unwrap().as_ref(), false).unwrap();
+                let raw =
+                    cam::raw_maps(&cap, cam::method("gradcam").unwrap().as_ref(), false).unwrap();
                 let d = max_abs_diff(&raw[0][0].data, &raw_ref.data);
-                assert!(d <= 1e-4 * max_abs(&raw_ref.data), "{dir} {layer} {c}: raw Grad-CAM differs by {d}");
+                assert!(
+                    d <= 1e-4 * max_abs(&raw_ref.data),
+                    "{dir} {layer} {c}: raw Grad-CAM differs by {d}"
+                );
                 for m in cam::METHODS {
                     let p = golden_dir().join(format!("{dir}/{layer}.{c}.{m}.npy"));
                     if !p.exists() {
@@ -82,7 +97,10 @@ fn check_model(model: &str, net: &gradcam::Network) {
                     }
                     let want = golden(&format!("{dir}/{layer}.{c}.{m}.npy")).data;
                     let method = cam::method(m).unwrap();
-                    let got = cam::final_maps(&cam::raw_maps(&cap, method.as_ref(), false).unwrap(), size);
+                    let got = cam::final_maps(
+                        &cam::raw_maps(&cap, method.as_ref(), false).unwrap(),
+                        size,
+                    );
                     let mut d = max_abs_diff(&got[0].data, &want);
                     if m.starts_with("eigen") {
                         // the principal component's sign is arbitrary: ours is one of the reference's pair
@@ -107,16 +125,30 @@ fn check_model(model: &str, net: &gradcam::Network) {
             let gb = gb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let keep = outside_pool_ties(net, &x);
             let d = masked_max_abs_diff(&gb, &want, &keep);
-            assert!(d <= 1e-3 * max_abs(&want), "{dir} {c}: guided backprop differs by {d} (max {})", max_abs(&want));
+            assert!(
+                d <= 1e-3 * max_abs(&want),
+                "{dir} {c}: guided backprop differs by {d} (max {})",
+                max_abs(&want)
+            );
             let layer = &layers[0];
             let want = golden(&format!("{dir}/guided_gradcam.{layer}.{c}.npy")).data;
             let ex = Explainer::new(net, std::slice::from_ref(layer)).unwrap();
             let cap = ex.capture(&x, &[c], Score::Logit).unwrap();
-            let map = &cam::final_maps(&cam::raw_maps(&cap, cam::method("gradcam").unwrap().as_ref(), false).unwrap(), size)[0];
+            let map = &cam::final_maps(
+                &cam::raw_maps(&cap, cam::method("gradcam").unwrap().as_ref(), false).unwrap(),
+                size,
+            )[0];
             let hw = size.0 * size.1;
-            let ggc: Vec<f32> = gb.iter().enumerate().map(|(i, v)| v * map.data[i % hw]).collect();
+            let ggc: Vec<f32> = gb
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * map.data[i % hw])
+                .collect();
             let d = masked_max_abs_diff(&ggc, &want, &keep);
-            assert!(d <= 1e-3 * max_abs(&want), "{dir} {c}: guided grad-cam differs by {d}");
+            assert!(
+                d <= 1e-3 * max_abs(&want),
+                "{dir} {c}: guided grad-cam differs by {d}"
+            );
             checked += 1;
         }
     }
@@ -137,4 +169,3 @@ fn resnet50_synthetic_maps_match_reference() {
 fn resnet18_synthetic_maps_match_reference() {
     check_model("resnet18", &synthetic("resnet18"));
 }
-

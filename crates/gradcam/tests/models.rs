@@ -7,9 +7,17 @@ use common::*;
 fn efficientnet_lite0_real_weights_logits_match_pytorch() {
     let net = lite0();
     for (dir, _, _) in golden_images("lite0") {
-        let x = golden(&format!("{dir}/input.npy")).to_tensor(&Device::Cpu).unwrap();
+        let x = golden(&format!("{dir}/input.npy"))
+            .to_tensor(&Device::Cpu)
+            .unwrap();
         let want = golden(&format!("{dir}/logits.npy")).data;
-        let got = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = net
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let d = max_abs_diff(&got, &want);
         // tolerance from the issue: max |Δ| ≤ 1e-3
         assert!(d <= 1e-3, "{dir}: logits differ by {d}");
@@ -19,12 +27,24 @@ fn efficientnet_lite0_real_weights_logits_match_pytorch() {
 fn synthetic_logits(model: &str) {
     let net = synthetic(model);
     for (dir, _, _) in golden_images(model) {
-        let x = golden(&format!("{dir}/input.npy")).to_tensor(&Device::Cpu).unwrap();
+        let x = golden(&format!("{dir}/input.npy"))
+            .to_tensor(&Device::Cpu)
+            .unwrap();
         let want = golden(&format!("{dir}/logits.npy")).data;
-        let got = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = net
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let d = max_abs_diff(&got, &want);
         // tolerance: max |Δ| ≤ 1e-4 · max|logit|
-        assert!(d <= 1e-4 * max_abs(&want), "{dir}: logits differ by {d} (max |logit| {})", max_abs(&want));
+        assert!(
+            d <= 1e-4 * max_abs(&want),
+            "{dir}: logits differ by {d} (max |logit| {})",
+            max_abs(&want)
+        );
     }
 }
 

@@ -58,12 +58,17 @@ pub struct Explainer<'a> {
 pub(crate) fn class_score(logits: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
     let (n, k) = logits.dims2()?;
     if classes.len() != n {
-        return Err(Error::invalid(format!("{} target classes for a batch of {n}", classes.len())));
+        return Err(Error::invalid(format!(
+            "{} target classes for a batch of {n}",
+            classes.len()
+        )));
     }
     let mut mask = vec![0f32; n * k];
     for (i, &c) in classes.iter().enumerate() {
         if c >= k {
-            return Err(Error::invalid(format!("class {c} is out of range: the model has {k} classes")));
+            return Err(Error::invalid(format!(
+                "class {c} is out of range: the model has {k} classes"
+            )));
         }
         mask[i * k + c] = 1.0;
     }
@@ -81,8 +86,15 @@ impl<'a> Explainer<'a> {
         if layers.is_empty() {
             return Err(Error::invalid("no target layer"));
         }
-        let stages = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
-        Ok(Explainer { net, layer_names: layers.to_vec(), stages })
+        let stages = layers
+            .iter()
+            .map(|l| net.layer(l))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Explainer {
+            net,
+            layer_names: layers.to_vec(),
+            stages,
+        })
     }
 
     pub fn layer_names(&self) -> &[String] {
@@ -93,7 +105,9 @@ impl<'a> Explainer<'a> {
     pub fn capture(&self, x: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
         let net = self.net;
         let first = *self.stages.iter().min().unwrap_or(&0);
-        let a0 = net.forward_range(x, 0, first + 1, Backprop::Plain)?.detach();
+        let a0 = net
+            .forward_range(x, 0, first + 1, Backprop::Plain)?
+            .detach();
         let v0 = Var::from_tensor(&a0)?;
         let mut probes: Vec<(usize, Tensor, Var)> = vec![];
         let mut cur = v0.as_tensor().clone();
@@ -118,12 +132,22 @@ impl<'a> Explainer<'a> {
             let (a, g) = if stage == first {
                 (a0.clone(), zero_if_none(grads.get(v0.as_tensor()), &a0)?)
             } else {
-                let (_, a, z) = probes.iter().find(|(s, _, _)| *s == stage).ok_or_else(|| Error::invalid("internal: probe lost"))?;
+                let (_, a, z) = probes
+                    .iter()
+                    .find(|(s, _, _)| *s == stage)
+                    .ok_or_else(|| Error::invalid("internal: probe lost"))?;
                 (a.clone(), zero_if_none(grads.get(z.as_tensor()), a)?)
             };
-            layers.push(Capture { layer: name.clone(), activations: a, gradients: g });
+            layers.push(Capture {
+                layer: name.clone(),
+                activations: a,
+                gradients: g,
+            });
         }
-        Ok(Captured { logits: logits.detach(), layers })
+        Ok(Captured {
+            logits: logits.detach(),
+            layers,
+        })
     }
 
     /// Forward only, capturing the target layers' activations (for methods that need no gradient).
@@ -144,7 +168,11 @@ impl<'a> Explainer<'a> {
 
 /// Per-image maps of a method from a capture: `raw[layer][image]` (h×w, before ReLU) — what the reference
 /// calls `get_cam_image`.
-pub fn raw_maps(cap: &Captured, m: &dyn Method, counterfactual: bool) -> Result<Vec<Vec<postprocess::Map>>> {
+pub fn raw_maps(
+    cap: &Captured,
+    m: &dyn Method,
+    counterfactual: bool,
+) -> Result<Vec<Vec<postprocess::Map>>> {
     let mut out = vec![];
     for c in &cap.layers {
         let (n, k, h, w) = c.activations.dims4()?;
@@ -155,7 +183,18 @@ pub fn raw_maps(cap: &Captured, m: &dyn Method, counterfactual: bool) -> Result<
         }
         let per = k * h * w;
         let maps = (0..n)
-            .map(|i| postprocess::Map::new(h, w, m.map(&a[i * per..(i + 1) * per], &g[i * per..(i + 1) * per], k, h * w)))
+            .map(|i| {
+                postprocess::Map::new(
+                    h,
+                    w,
+                    m.map(
+                        &a[i * per..(i + 1) * per],
+                        &g[i * per..(i + 1) * per],
+                        k,
+                        h * w,
+                    ),
+                )
+            })
             .collect();
         out.push(maps);
     }
@@ -167,8 +206,10 @@ pub fn final_maps(raw: &[Vec<postprocess::Map>], size: (usize, usize)) -> Vec<po
     let n = raw.first().map_or(0, Vec::len);
     (0..n)
         .map(|i| {
-            let per_layer: Vec<postprocess::Map> =
-                raw.iter().map(|layer| layer[i].relu().min_max().resize(size.0, size.1)).collect();
+            let per_layer: Vec<postprocess::Map> = raw
+                .iter()
+                .map(|layer| layer[i].relu().min_max().resize(size.0, size.1))
+                .collect();
             postprocess::combine_layers(&per_layer)
         })
         .collect()

@@ -6,7 +6,10 @@ impl super::Method for GradCam {
         "gradcam"
     }
     fn map(&self, a: &[f32], g: &[f32], _k: usize, hw: usize) -> Vec<f32> {
-        let w: Vec<f32> = g.chunks_exact(hw).map(|gk| gk.iter().sum::<f32>() / hw as f32).collect();
+        let w: Vec<f32> = g
+            .chunks_exact(hw)
+            .map(|gk| gk.iter().sum::<f32>() / hw as f32)
+            .collect();
         super::weighted_sum(a, &w, hw)
     }
 }

@@ -25,8 +25,16 @@ pub trait Method: Send + Sync {
 }
 
 /// The methods by name, as in the golden files and pytorch-grad-cam.
-pub const METHODS: &[&str] =
-    &["gradcam", "hirescam", "gradcam-elementwise", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam"];
+pub const METHODS: &[&str] = &[
+    "gradcam",
+    "hirescam",
+    "gradcam-elementwise",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "eigengradcam",
+];
 
 pub fn method(name: &str) -> Result<Box<dyn Method>> {
     Ok(match name {
@@ -59,7 +67,12 @@ pub(crate) fn weighted_sum(a: &[f32], w: &[f32], hw: usize) -> Vec<f32> {
 }
 
 /// Σ_k f(A_k, G_k) element-wise.
-pub(crate) fn elementwise_sum(a: &[f32], g: &[f32], hw: usize, f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+pub(crate) fn elementwise_sum(
+    a: &[f32],
+    g: &[f32],
+    hw: usize,
+    f: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
     let mut cam = vec![0f32; hw];
     for (ak, gk) in a.chunks_exact(hw).zip(g.chunks_exact(hw)) {
         for ((c, av), gv) in cam.iter_mut().zip(ak).zip(gk) {
@@ -97,7 +110,9 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
             }
         }
     }
-    let mut v: Vec<f64> = (0..hw).map(|i| 1.0 + (i as f64 * 0.618).sin() * 0.1).collect();
+    let mut v: Vec<f64> = (0..hw)
+        .map(|i| 1.0 + (i as f64 * 0.618).sin() * 0.1)
+        .collect();
     let mut lambda = 0.0;
     for _ in 0..2000 {
         let mut nv = vec![0f64; hw];
@@ -109,7 +124,11 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
             return vec![0.0; hw];
         }
         nv.iter_mut().for_each(|x| *x /= norm);
-        let diff = nv.iter().zip(&v).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let diff = nv
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         v = nv;
         lambda = norm;
         if diff < 1e-12 {
@@ -117,7 +136,9 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
         }
     }
     let s = lambda.sqrt();
-    let imax = (0..hw).max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs())).unwrap_or(0);
+    let imax = (0..hw)
+        .max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs()))
+        .unwrap_or(0);
     let sign = if v[imax] < 0.0 { -1.0 } else { 1.0 };
     v.iter().map(|x| (x * s * sign) as f32).collect()
 }
