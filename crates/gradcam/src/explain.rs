@@ -244,10 +244,9 @@ pub fn explain(
     let ex = Explainer::new(net, &opts.layers)?;
     let (ih, iw) = (input.tensor.dims()[2], input.tensor.dims()[3]);
     let (pw, ph) = input.photo.dimensions();
-    let logits = net
-        .forward(&input.tensor)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    // The stages before the target layer run once, whatever the number of classes and methods.
+    let trunk = ex.prefix(&input.tensor)?;
+    let logits = ex.logits_from(&trunk)?.flatten_all()?.to_vec1::<f32>()?;
     let predictions = top_k(&logits, opts.top, labels);
     let classes = resolve_classes(&opts.classes, &logits);
     let mut explanations = vec![];
@@ -259,71 +258,66 @@ pub fn explain(
     for &class in &classes {
         let needs_capture = opts.methods.iter().any(|m| m != GUIDED_BACKPROP);
         let cap = if needs_capture {
-            Some(ex.capture(&input.tensor, &[class], opts.score)?)
+            Some(ex.capture_from(&trunk, &[class], opts.score)?)
         } else {
             None
         };
-        let mut gradcam_map: Option<Map> = None;
+        // Each CAM map is computed once per class, whichever methods ask for it (guided-gradcam needs gradcam's).
+        let mut maps: HashMap<String, Map> = HashMap::new();
+        let mut cam_map = |name: &str| -> Result<Map> {
+            if let Some(m) = maps.get(name) {
+                return Ok(m.clone());
+            }
+            let cap = cap
+                .as_ref()
+                .ok_or_else(|| Error::invalid("internal: no capture"))?;
+            let raw = cam::raw_maps(cap, cam::method(name)?.as_ref(), opts.counterfactual)?;
+            let map = cam::final_maps(&raw, (ih, iw)).remove(0);
+            maps.insert(name.to_string(), map.clone());
+            Ok(map)
+        };
         let mut gb: Option<Vec<f32>> = None;
         for m in &opts.methods {
             let base = opts.out_dir.join(format!("{prefix}.{class}.{m}{cf}"));
             let path = |kind: &str| namer.safe(PathBuf::from(format!("{}.{kind}", base.display())));
             let mut files = Files::default();
-            let (map, npy): (Option<Map>, Option<Array>) =
-                if m == GUIDED_BACKPROP || m == GUIDED_GRADCAM {
-                    if gb.is_none() {
-                        gb = Some(
-                            guided::guided_backprop(net, &input.tensor, &[class], opts.score)?
-                                .flatten_all()?
-                                .to_vec1::<f32>()?,
-                        );
-                    }
-                    let g = gb.as_deref().unwrap_or(&[]);
-                    let (grad, map) = if m == GUIDED_GRADCAM {
-                        if gradcam_map.is_none() {
-                            let raw = cam::raw_maps(
-                                cap.as_ref()
-                                    .ok_or_else(|| Error::invalid("internal: no capture"))?,
-                                cam::method("gradcam")?.as_ref(),
-                                opts.counterfactual,
-                            )?;
-                            gradcam_map = Some(cam::final_maps(&raw, (ih, iw)).remove(0));
-                        }
-                        let gm = gradcam_map
-                            .clone()
-                            .unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
-                        let hw = ih * iw;
-                        (
-                            g.iter()
-                                .enumerate()
-                                .map(|(i, v)| v * gm.data[i % hw])
-                                .collect::<Vec<f32>>(),
-                            Some(gm),
-                        )
-                    } else {
-                        (g.to_vec(), None)
-                    };
-                    let pic =
-                        render::chw_to_image(&guided::normalize_for_display(&grad), ih, iw, pw, ph);
-                    let p = path("gradient.png");
-                    render::save_png(&pic, &p)?;
-                    files.gradient = Some(p.display().to_string());
-                    (map, Some(Array::new(vec![3, ih, iw], grad)))
-                } else {
-                    let method = cam::method(m)?;
-                    let raw = cam::raw_maps(
-                        cap.as_ref()
-                            .ok_or_else(|| Error::invalid("internal: no capture"))?,
-                        method.as_ref(),
-                        opts.counterfactual,
-                    )?;
-                    let map = cam::final_maps(&raw, (ih, iw)).remove(0);
-                    if m == "gradcam" {
-                        gradcam_map = Some(map.clone());
-                    }
-                    let npy = Array::new(vec![ih, iw], map.data.clone());
-                    (Some(map), Some(npy))
-                };
+            if (m == GUIDED_BACKPROP || m == GUIDED_GRADCAM) && gb.is_none() {
+                let g = guided::guided_backprop(net, &input.tensor, &[class], opts.score)?;
+                gb = Some(g.flatten_all()?.to_vec1::<f32>()?);
+            }
+            let g = gb.as_deref().unwrap_or(&[]);
+            // (map, the gradient picture's values for guided methods, the .npy array)
+            let (map, gradient, npy) = if m == GUIDED_BACKPROP {
+                (
+                    None,
+                    Some(g.to_vec()),
+                    Array::new(vec![3, ih, iw], g.to_vec()),
+                )
+            } else if m == GUIDED_GRADCAM {
+                let gm = cam_map("gradcam")?;
+                let hw = ih * iw;
+                let ggc: Vec<f32> = g
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * gm.data[i % hw])
+                    .collect();
+                (
+                    Some(gm),
+                    Some(ggc.clone()),
+                    Array::new(vec![3, ih, iw], ggc),
+                )
+            } else {
+                let map = cam_map(m)?;
+                let npy = Array::new(vec![ih, iw], map.data.clone());
+                (Some(map), None, npy)
+            };
+            if let Some(grad) = &gradient {
+                let pic =
+                    render::chw_to_image(&guided::normalize_for_display(grad), ih, iw, pw, ph);
+                let p = path("gradient.png");
+                render::save_png(&pic, &p)?;
+                files.gradient = Some(p.display().to_string());
+            }
             let mut bbox = None;
             let mut peak = None;
             if let Some(map) = &map {
@@ -350,11 +344,9 @@ pub fn explain(
                 peak = Some([px, py]);
             }
             if opts.save_npy {
-                if let Some(a) = npy {
-                    let p = path("npy");
-                    a.write(&p)?;
-                    files.npy = Some(p.display().to_string());
-                }
+                let p = path("npy");
+                npy.write(&p)?;
+                files.npy = Some(p.display().to_string());
             }
             explanations.push(Explanation {
                 class,

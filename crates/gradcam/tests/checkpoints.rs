@@ -99,18 +99,27 @@ fn lite0_tensors() -> HashMap<String, Tensor> {
         .tensors
 }
 
-#[test]
-fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
-    let dir = tempdir();
+/// Save the lite0 tensors after `edit` as safetensors named `name`, and build the model from them.
+fn build_edited(
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+) -> gradcam::Result<gradcam::Network> {
     let mut t = lite0_tensors();
-    t.remove("_blocks.3._depthwise_conv.weight");
-    let p = dir.join("missing.safetensors");
+    edit(&mut t);
+    let p = tempdir().join(name);
     Checkpoint::save_safetensors(&t, &p).unwrap();
-    let e = gradcam::models::zoo::build(
+    gradcam::models::zoo::build(
         "efficientnet_lite0",
         &Weights::load(&p).unwrap(),
         &Device::Cpu,
     )
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
+    let e = build_edited("missing.safetensors", |t| {
+        t.remove("_blocks.3._depthwise_conv.weight");
+    })
     .err()
     .unwrap()
     .to_string();
@@ -119,18 +128,10 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
         "{e}"
     );
 
-    let mut t = lite0_tensors();
-    t.insert(
-        "_conv_stem.weight".into(),
-        Tensor::zeros((32, 3, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
-    );
-    let p = dir.join("shape.safetensors");
-    Checkpoint::save_safetensors(&t, &p).unwrap();
-    let e = gradcam::models::zoo::build(
-        "efficientnet_lite0",
-        &Weights::load(&p).unwrap(),
-        &Device::Cpu,
-    )
+    let e = build_edited("shape.safetensors", |t| {
+        let z = Tensor::zeros((32, 3, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        t.insert("_conv_stem.weight".into(), z);
+    })
     .err()
     .unwrap()
     .to_string();
@@ -144,29 +145,21 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
 
 #[test]
 fn class_count_comes_from_the_checkpoint() {
-    let dir = tempdir();
-    let mut t = lite0_tensors();
-    t.insert(
-        "_fc.weight".into(),
-        gradcam::synthetic::tensor("_fc.weight", &[10, 1280]).unwrap(),
-    );
-    t.insert(
-        "_fc.bias".into(),
-        gradcam::synthetic::tensor("_fc.bias", &[10]).unwrap(),
-    );
-    let p = dir.join("ten.safetensors");
-    Checkpoint::save_safetensors(&t, &p).unwrap();
-    let net = gradcam::models::zoo::build(
-        "efficientnet_lite0",
-        &Weights::load(&p).unwrap(),
-        &Device::Cpu,
-    )
+    let net = build_edited("ten.safetensors", |t| {
+        t.insert(
+            "_fc.weight".into(),
+            gradcam::synthetic::tensor("_fc.weight", &[10, 1280]).unwrap(),
+        );
+        t.insert(
+            "_fc.bias".into(),
+            gradcam::synthetic::tensor("_fc.bias", &[10]).unwrap(),
+        );
+    })
     .unwrap();
     assert_eq!(net.num_classes, 10);
     let x = Tensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert_eq!(net.forward(&x).unwrap().dims(), &[1, 10]);
 }
-
 /// The URL path: a local HTTP server on 127.0.0.1 serves a checkpoint; it is downloaded once into the cache,
 /// checked against its SHA-256 prefix, and a wrong hash leaves nothing behind.
 #[test]

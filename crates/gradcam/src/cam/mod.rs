@@ -101,13 +101,45 @@ impl<'a> Explainer<'a> {
         &self.layer_names
     }
 
+    /// The first target stage: everything up to and including it runs without gradient tracking.
+    fn first_stage(&self) -> usize {
+        *self.stages.iter().min().unwrap_or(&0)
+    }
+
+    /// The untracked output of the stages up to the first target layer, for a batch `x` (N, 3, H, W). It can be
+    /// shared by every class explained (see [`Explainer::capture_from`]).
+    pub fn prefix(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .net
+            .forward_range(x, 0, self.first_stage() + 1, Backprop::Plain)?
+            .detach())
+    }
+
+    /// The logits from a [`Explainer::prefix`] output (the rest of the forward pass, untracked).
+    pub fn logits_from(&self, prefix: &Tensor) -> Result<Tensor> {
+        self.net.forward_range(
+            prefix,
+            self.first_stage() + 1,
+            self.net.num_stages(),
+            Backprop::Plain,
+        )
+    }
+
     /// Forward the batch `x` (N, 3, H, W) and backpropagate, for image i, the score of `classes[i]`.
     pub fn capture(&self, x: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
+        self.capture_from(&self.prefix(x)?, classes, score)
+    }
+
+    /// [`Explainer::capture`] from a ready [`Explainer::prefix`] output.
+    pub fn capture_from(
+        &self,
+        prefix: &Tensor,
+        classes: &[usize],
+        score: Score,
+    ) -> Result<Captured> {
         let net = self.net;
-        let first = *self.stages.iter().min().unwrap_or(&0);
-        let a0 = net
-            .forward_range(x, 0, first + 1, Backprop::Plain)?
-            .detach();
+        let first = self.first_stage();
+        let a0 = prefix.clone();
         let v0 = Var::from_tensor(&a0)?;
         let mut probes: Vec<(usize, Tensor, Var)> = vec![];
         let mut cur = v0.as_tensor().clone();

@@ -61,8 +61,9 @@ impl CustomOp1 for Act {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
-            &grad.contiguous()?,
+        Ok(Some(super::backward_op(
+            arg,
+            grad,
             &ActBackward(self.0, self.1),
         )?))
     }

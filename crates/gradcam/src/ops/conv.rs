@@ -133,6 +133,26 @@ impl Geom {
         let hi = if lim == 0 { 0 } else { (lim - 1) / sw + 1 }.min(self.wo);
         (lo, hi.max(lo))
     }
+    /// Every kernel tap and output row that reads inside the image: f(tap index ky·kw+kx, oy, iy, lo, hi),
+    /// where output columns lo..hi read input columns ox·sw + kx − left.
+    fn taps(&self, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let (lo, hi) = self.ox_range(kx);
+                for oy in 0..self.ho {
+                    if let Some(iy) = self.iy(oy, ky) {
+                        f(ky * self.kw + kx, oy, iy, lo, hi);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Input column read by output column `ox` at tap `t`.
+    fn ix(&self, t: usize, ox: usize) -> usize {
+        ox * self.cfg.stride.1 + t % self.kw - self.cfg.pad.left
+    }
+
     fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
         let v = oy * self.cfg.stride.0 + ky;
         if v < self.cfg.pad.top || v - self.cfg.pad.top >= self.h {
@@ -226,27 +246,21 @@ fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
 
 /// dx[c][iy][ix] += col[(c*kh+ky)*kw+kx][oy*wo+ox], for `cg` channels of one image.
 fn col2im(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32]) {
-    let (kh, kw, p) = (g.kh, g.kw, g.p());
+    let (taps, p) = (g.kh * g.kw, g.p());
     dx.par_chunks_mut(g.h * g.w)
         .take(cg)
         .enumerate()
         .for_each(|(c, plane)| {
-            let rows = &col[c * kh * kw * p..(c + 1) * kh * kw * p];
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = &rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
-                    let (lo, hi) = g.ox_range(kx);
-                    for oy in 0..g.ho {
-                        if let Some(iy) = g.iy(oy, ky) {
-                            let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                            let sw = g.cfg.stride.1;
-                            for ox in lo..hi {
-                                dst[ox * sw + kx - g.cfg.pad.left] += row[oy * g.wo + ox];
-                            }
-                        }
-                    }
+            let rows = &col[c * taps * p..(c + 1) * taps * p];
+            g.taps(|t, oy, iy, lo, hi| {
+                let (src, dst) = (
+                    &rows[t * p + oy * g.wo..],
+                    &mut plane[iy * g.w..(iy + 1) * g.w],
+                );
+                for ox in lo..hi {
+                    dst[g.ix(t, ox)] += src[ox];
                 }
-            }
+            });
         });
 }
 
@@ -257,23 +271,19 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
         out.par_chunks_mut(p).enumerate().for_each(|(nc, dst)| {
             let c = nc % g.c;
             dst.fill(bias[c]);
-            let src = &x[nc * g.h * g.w..(nc + 1) * g.h * g.w];
-            let sw = g.cfg.stride.1;
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let wv = wt[(c * g.kh + ky) * g.kw + kx];
-                    let (lo, hi) = g.ox_range(kx);
-                    for oy in 0..g.ho {
-                        if let Some(iy) = g.iy(oy, ky) {
-                            let s = &src[iy * g.w..(iy + 1) * g.w];
-                            let d = &mut dst[oy * g.wo..(oy + 1) * g.wo];
-                            for ox in lo..hi {
-                                d[ox] += wv * s[ox * sw + kx - g.cfg.pad.left];
-                            }
-                        }
-                    }
+            let (src, wc) = (
+                &x[nc * g.h * g.w..(nc + 1) * g.h * g.w],
+                &wt[c * g.kh * g.kw..],
+            );
+            g.taps(|t, oy, iy, lo, hi| {
+                let (s, d) = (
+                    &src[iy * g.w..(iy + 1) * g.w],
+                    &mut dst[oy * g.wo..(oy + 1) * g.wo],
+                );
+                for ox in lo..hi {
+                    d[ox] += wc[t] * s[g.ix(t, ox)];
                 }
-            }
+            });
         });
         return out;
     }
@@ -312,23 +322,16 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
             .enumerate()
             .for_each(|(nc, dst)| {
                 let c = nc % g.c;
-                let src = &gy[nc * p..(nc + 1) * p];
-                let sw = g.cfg.stride.1;
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let wv = wt[(c * g.kh + ky) * g.kw + kx];
-                        let (lo, hi) = g.ox_range(kx);
-                        for oy in 0..g.ho {
-                            if let Some(iy) = g.iy(oy, ky) {
-                                let s = &src[oy * g.wo..(oy + 1) * g.wo];
-                                let d = &mut dst[iy * g.w..(iy + 1) * g.w];
-                                for ox in lo..hi {
-                                    d[ox * sw + kx - g.cfg.pad.left] += wv * s[ox];
-                                }
-                            }
-                        }
+                let (src, wc) = (&gy[nc * p..(nc + 1) * p], &wt[c * g.kh * g.kw..]);
+                g.taps(|t, oy, iy, lo, hi| {
+                    let (s, d) = (
+                        &src[oy * g.wo..(oy + 1) * g.wo],
+                        &mut dst[iy * g.w..(iy + 1) * g.w],
+                    );
+                    for ox in lo..hi {
+                        d[g.ix(t, ox)] += wc[t] * s[ox];
                     }
-                }
+                });
             });
         return dx;
     }
@@ -401,7 +404,8 @@ impl CustomOp3 for Conv2dOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
-        let dx = grad.contiguous()?.apply_op2_no_bwd(
+        let dx = super::backward_op(
+            grad,
             w,
             &Conv2dInputGradOp {
                 cfg: self.0,

@@ -9,7 +9,12 @@ pub mod act;
 pub mod conv;
 pub mod pool;
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Tensor};
+
+/// Apply a backward kernel (an untracked two-input op) to contiguous copies of its inputs.
+pub(crate) fn backward_op(a: &Tensor, b: &Tensor, op: &impl CustomOp2) -> Result<Tensor> {
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, op)
+}
 
 /// The contiguous f32 slice behind a CPU storage and layout, or an error naming the op.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
