@@ -12,11 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "gradcam",
-    version,
-    about = "What a convolutional image classifier looks at: Grad-CAM and friends"
-)]
+#[command(name = "gradcam", version, about = "What a convolutional image classifier looks at: Grad-CAM and friends")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -111,6 +107,21 @@ struct ExplainArgs {
     /// One JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// The reference's eigen_smooth: the first principal component of the weighted activations.
+    #[arg(long)]
+    eigen_smooth: bool,
+    /// The reference's aug_smooth: mean of 6 test-time augmentations (flip × brightness 0.9/1/1.1).
+    #[arg(long)]
+    aug_smooth: bool,
+    /// Images per network pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Masked inputs (scorecam) or ablated activations (ablationcam) per network pass.
+    #[arg(long, default_value_t = 32)]
+    method_batch: usize,
+    /// No comparison grid when several methods are asked.
+    #[arg(long)]
+    no_grid: bool,
 }
 
 fn load(m: &ModelArgs) -> Result<(gradcam::Network, Labels)> {
@@ -120,9 +131,8 @@ fn load(m: &ModelArgs) -> Result<(gradcam::Network, Labels)> {
     Ok((net, labels))
 }
 
-const IMAGE_EXT: &[&str] = &["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"];
-
-/// Files to process: files as given; folders' images (by extension), recursively if asked; sorted.
+/// Files to process: files as given; every file of a folder (recursively if asked), sorted. A file that is not
+/// an image is reported as an error, not skipped silently.
 fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
     let mut out = vec![];
     for p in paths {
@@ -140,10 +150,7 @@ fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
                         if recursive {
                             stack.push(q);
                         }
-                    } else if q
-                        .file_name()
-                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-                    {
+                    } else if q.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
                         found.push(q);
                     }
                 }
@@ -157,19 +164,12 @@ fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
     out
 }
 
-fn is_image_name(p: &Path) -> bool {
-    p.extension()
-        .is_some_and(|e| IMAGE_EXT.contains(&e.to_string_lossy().to_lowercase().as_str()))
-}
-
 fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
     let mut out = vec![];
     for s in specs {
         let s = s.trim();
         if let Some(k) = s.strip_prefix("top") {
-            let k: usize = k
-                .parse()
-                .with_context(|| format!("--class {s}: expected topN, e.g. top3"))?;
+            let k: usize = k.parse().with_context(|| format!("--class {s}: expected topN, e.g. top3"))?;
             if k == 0 {
                 bail!("--class {s}: N must be at least 1");
             }
@@ -197,11 +197,7 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         }
     }
     let opts = Options {
-        layers: if a.layer.is_empty() {
-            vec![net.default_layer()]
-        } else {
-            a.layer.clone()
-        },
+        layers: if a.layer.is_empty() { vec![net.default_layer()] } else { a.layer.clone() },
         methods,
         classes: parse_classes(&a.class, &labels)?,
         counterfactual: a.counterfactual,
@@ -216,29 +212,27 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         save_npy: a.save_npy,
         out_dir: a.out.clone(),
         top: 5,
+        eigen_smooth: a.eigen_smooth,
+        aug_smooth: a.aug_smooth,
+        method_batch: a.method_batch.max(1),
+        grid: !a.no_grid,
     };
     opts.validate(&net)?;
     let files = collect(&a.paths, a.recursive);
     if files.is_empty() && a.input_tensor.is_empty() {
         bail!("nothing to explain: give images, folders or --input-tensor");
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
     let mut all_inputs = files.clone();
     all_inputs.extend(a.input_tensor.iter().cloned());
     let mut namer = Namer::new(&all_inputs);
-    let jobs: Vec<(PathBuf, bool)> = files
-        .iter()
-        .map(|f| (f.clone(), false))
-        .chain(a.input_tensor.iter().map(|f| (f.clone(), true)))
-        .collect();
+    let jobs: Vec<(PathBuf, bool)> =
+        files.iter().map(|f| (f.clone(), false)).chain(a.input_tensor.iter().map(|f| (f.clone(), true))).collect();
     let bar = if jobs.len() > 1 && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -246,60 +240,76 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     };
     let mut results = vec![];
     let mut errors = vec![];
-    for (path, is_tensor) in &jobs {
-        let r = (|| -> gradcam::Result<explain::Report> {
-            let input = if *is_tensor {
-                Input::from_npy(path, &net)?
-            } else {
-                Input::from_image(path, &net, a.model.max_pixels)?
-            };
-            let prefix = namer.prefix(&input.name);
-            explain::explain(&net, &labels, &input, &opts, &prefix, &namer)
-        })();
-        match r {
-            Ok(rep) => {
-                if !a.json {
-                    let p = &rep.predictions[0];
-                    let msg = format!("{}: {} ({:.3})", rep.image, p.label, p.probability);
-                    match &bar {
-                        Some(b) => b.println(msg),
-                        None => println!("{msg}"),
-                    }
-                    for e in &rep.explanations {
-                        let f = e.files.overlay.as_ref().or(e.files.gradient.as_ref());
-                        let line = format!(
-                            "  {} {} ({}) -> {}",
-                            e.method,
-                            e.class,
-                            e.label,
-                            f.map_or("", |s| s.as_str())
-                        );
-                        match &bar {
-                            Some(b) => b.println(line),
-                            None => println!("{line}"),
-                        }
-                    }
-                }
-                results.push(rep);
+    let say = |line: String, bar: &Option<indicatif::ProgressBar>, err: bool| match bar {
+        Some(b) => b.println(line),
+        None if err => eprintln!("{line}"),
+        None => println!("{line}"),
+    };
+    let fail = |path: &Path,
+                e: &dyn std::fmt::Display,
+                errors: &mut Vec<serde_json::Value>,
+                bar: &Option<indicatif::ProgressBar>| {
+        let msg = e.to_string();
+        let shown =
+            if msg.contains(&path.display().to_string()) { msg.clone() } else { format!("{}: {msg}", path.display()) };
+        say(format!("error: {shown}"), bar, true);
+        errors.push(serde_json::json!({"image": path.display().to_string(), "error": msg}));
+    };
+    let batch_size = a.batch_size.max(1);
+    let (mut paths, mut inputs, mut prefixes): (Vec<PathBuf>, Vec<Input>, Vec<String>) = (vec![], vec![], vec![]);
+    let mut jobs_iter = jobs.iter().peekable();
+    while let Some((path, is_tensor)) = jobs_iter.next() {
+        // decode: a bad file is reported here and never reaches the network
+        let decoded =
+            if *is_tensor { Input::from_npy(path, &net) } else { Input::from_image(path, &net, a.model.max_pixels) };
+        match decoded {
+            Ok(input) => {
+                prefixes.push(namer.prefix(&input.name));
+                paths.push(path.clone());
+                inputs.push(input);
             }
             Err(e) => {
-                let msg = e.to_string();
-                let shown = if msg.contains(&path.display().to_string()) {
-                    msg.clone()
-                } else {
-                    format!("{}: {msg}", path.display())
-                };
-                match &bar {
-                    Some(b) => b.println(format!("error: {shown}")),
-                    None => eprintln!("error: {shown}"),
+                fail(path, &e, &mut errors, &bar);
+                if let Some(b) = &bar {
+                    b.inc(1);
                 }
-                let _ = is_image_name(path);
-                errors.push(serde_json::json!({"image": path.display().to_string(), "error": msg}));
+            }
+        }
+        if inputs.is_empty() || (inputs.len() < batch_size && jobs_iter.peek().is_some()) {
+            continue;
+        }
+        match explain::explain_batch(&net, &labels, &inputs, &prefixes, &opts, &namer) {
+            Ok(reports) => {
+                for rep in reports {
+                    if !a.json {
+                        let p = &rep.predictions[0];
+                        say(format!("{}: {} ({:.3})", rep.image, p.label, p.probability), &bar, false);
+                        for e in &rep.explanations {
+                            let f = e.files.overlay.as_ref().or(e.files.gradient.as_ref());
+                            say(
+                                format!("  {} {} ({}) -> {}", e.method, e.class, e.label, f.map_or("", |s| s.as_str())),
+                                &bar,
+                                false,
+                            );
+                        }
+                        for g in &rep.grids {
+                            say(format!("  grid {} -> {}", g.class, g.file), &bar, false);
+                        }
+                    }
+                    results.push(rep);
+                }
+            }
+            // a failure of the batch as a whole (not of one file): every image of it is reported
+            Err(e) => {
+                for path in &paths {
+                    fail(path, &e, &mut errors, &bar);
+                }
             }
         }
         if let Some(b) = &bar {
-            b.inc(1);
+            b.inc(inputs.len() as u64);
         }
+        (paths, inputs, prefixes) = (vec![], vec![], vec![]);
     }
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -323,10 +333,7 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
     for path in &images {
         let r = (|| -> gradcam::Result<Vec<gradcam::classify::Prediction>> {
             let input = Input::from_image(path, &net, m.max_pixels)?;
-            let logits = net
-                .forward(&input.tensor)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let logits = net.forward(&input.tensor)?.flatten_all()?.to_vec1::<f32>()?;
             Ok(gradcam::classify::top_k(&logits, top, &labels))
         })();
         match r {
@@ -334,15 +341,10 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
                 if !json {
                     println!("{}", path.display());
                     for q in &p {
-                        println!(
-                            "  {:>4}  {:<30} logit {:>8.4}  p {:.4}",
-                            q.class, q.label, q.logit, q.probability
-                        );
+                        println!("  {:>4}  {:<30} logit {:>8.4}  p {:.4}", q.class, q.label, q.logit, q.probability);
                     }
                 }
-                results.push(
-                    serde_json::json!({"image": path.display().to_string(), "predictions": p}),
-                );
+                results.push(serde_json::json!({"image": path.display().to_string(), "predictions": p}));
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -354,21 +356,13 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
         let doc = serde_json::json!({"model": net.name, "results": results, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
-    let net = gradcam::load_model(
-        &m.model,
-        Some(m.weights.as_deref().unwrap_or("synthetic")),
-        &dev,
-    )?;
+    let net = gradcam::load_model(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev)?;
     let shapes = net.stage_shapes()?;
     println!(
         "{} (input 3x{}x{}; default target: {})",
@@ -378,11 +372,7 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
         net.default_layer()
     );
     for l in net.layers() {
-        let s = shapes[l.stage]
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("x");
+        let s = shapes[l.stage].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
         match l.alias_of {
             Some(a) => println!("  {:<12} {:<14} (= {a})", l.name, s),
             None => println!("  {:<12} {s}", l.name),
@@ -394,12 +384,7 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Classify {
-            images,
-            model,
-            top,
-            json,
-        } => classify_cmd(images, model, top, json),
+        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, top, json),
         Cmd::Explain(a) => explain_cmd(a),
         Cmd::Layers { model } => layers_cmd(model),
         Cmd::Models => {

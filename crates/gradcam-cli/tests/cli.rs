@@ -5,13 +5,8 @@ use std::process::Command;
 fn home() -> PathBuf {
     let h = std::env::var_os("GRADCAM_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gradcam")
-        });
-    assert!(
-        h.join("weights/efficientnet_lite0.pth").exists(),
-        "run scripts/fetch-assets.sh first"
-    );
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gradcam"));
+    assert!(h.join("weights/efficientnet_lite0.pth").exists(), "run scripts/fetch-assets.sh first");
     h
 }
 
@@ -20,10 +15,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn gradcam(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gradcam"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gradcam")).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -44,19 +36,12 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn classify_real_photos() {
-    let (code, out, err) = gradcam(&[
-        "classify",
-        s(&example("chelsea.png")),
-        s(&example("coffee.png")),
-        "--json",
-    ]);
+    let (code, out, err) = gradcam(&["classify", s(&example("chelsea.png")), s(&example("coffee.png")), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["results"][0]["predictions"][0]["label"], "Egyptian cat");
     assert_eq!(v["results"][1]["predictions"][0]["label"], "espresso");
-    let p = v["results"][0]["predictions"][0]["probability"]
-        .as_f64()
-        .unwrap();
+    let p = v["results"][0]["predictions"][0]["probability"].as_f64().unwrap();
     assert!(p > 0.5 && p <= 1.0);
 }
 
@@ -65,50 +50,18 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
     let d = tempdir("bad");
     std::fs::write(d.join("zero.png"), b"").unwrap();
     std::fs::write(d.join("text.png"), b"hello").unwrap();
-    for (f, want) in [
-        ("missing.png", "missing.png"),
-        ("zero.png", "empty"),
-        ("text.png", "not a readable image"),
-    ] {
+    for (f, want) in [("missing.png", "missing.png"), ("zero.png", "empty"), ("text.png", "not a readable image")] {
         let (code, _, err) = gradcam(&["classify", s(&d.join(f))]);
         assert_ne!(code, 0, "{f}");
-        assert!(
-            err.contains(want) && !err.contains("panicked"),
-            "{f}: {err}"
-        );
+        assert!(err.contains(want) && !err.contains("panicked"), "{f}: {err}");
     }
-    let (code, _, err) = gradcam(&[
-        "classify",
-        s(&example("chelsea.png")),
-        "--weights",
-        s(&d.join("text.png")),
-    ]);
+    let (code, _, err) = gradcam(&["classify", s(&example("chelsea.png")), "--weights", s(&d.join("text.png"))]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("text.png") && err.contains("not a checkpoint"),
-        "{err}"
-    );
-    let (code, _, err) = gradcam(&[
-        "explain",
-        s(&example("chelsea.png")),
-        "--layer",
-        "nope",
-        "-o",
-        s(&d),
-    ]);
+    assert!(err.contains("text.png") && err.contains("not a checkpoint"), "{err}");
+    let (code, _, err) = gradcam(&["explain", s(&example("chelsea.png")), "--layer", "nope", "-o", s(&d)]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("no layer `nope`") && err.contains("blocks.15"),
-        "{err}"
-    );
-    let (code, _, err) = gradcam(&[
-        "explain",
-        s(&example("chelsea.png")),
-        "--class",
-        "cat",
-        "-o",
-        s(&d),
-    ]);
+    assert!(err.contains("no layer `nope`") && err.contains("blocks.15"), "{err}");
+    let (code, _, err) = gradcam(&["explain", s(&example("chelsea.png")), "--class", "cat", "-o", s(&d)]);
     assert_ne!(code, 0);
     assert!(err.contains("ambiguous"), "{err}");
 }
@@ -124,32 +77,17 @@ fn folder_with_bad_files_keeps_going_and_reports_them() {
     std::fs::write(input.join("corrupt.jpg"), &jpg[..jpg.len() / 2]).unwrap();
     std::fs::write(input.join("notes.txt"), b"not an image").unwrap();
     let out = d.join("out");
-    let (code, stdout, err) = gradcam(&[
-        "explain",
-        s(&input),
-        "-o",
-        s(&out),
-        "--json",
-        "--method",
-        "gradcam,guided-gradcam",
-        "--save-npy",
-    ]);
+    let (code, stdout, err) =
+        gradcam(&["explain", s(&input), "-o", s(&out), "--json", "--method", "gradcam,guided-gradcam", "--save-npy"]);
     assert_ne!(code, 0, "failures must make the exit code non-zero");
-    let v: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {err}"));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {err}"));
     assert_eq!(v["model"], "efficientnet_lite0");
     let results = v["results"].as_array().unwrap();
     let errors = v["errors"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{stdout}");
     assert_eq!(errors.len(), 2, "{stdout}");
-    let bad: Vec<&str> = errors
-        .iter()
-        .map(|e| e["image"].as_str().unwrap())
-        .collect();
-    assert!(
-        bad.iter().any(|b| b.ends_with("corrupt.jpg"))
-            && bad.iter().any(|b| b.ends_with("notes.txt"))
-    );
+    let bad: Vec<&str> = errors.iter().map(|e| e["image"].as_str().unwrap()).collect();
+    assert!(bad.iter().any(|b| b.ends_with("corrupt.jpg")) && bad.iter().any(|b| b.ends_with("notes.txt")));
     for r in results {
         for e in r["explanations"].as_array().unwrap() {
             for (_, f) in e["files"].as_object().unwrap() {
@@ -162,10 +100,7 @@ fn folder_with_bad_files_keeps_going_and_reports_them() {
     for e in std::fs::read_dir(&out).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        assert!(
-            !name.starts_with('.') && !name.ends_with(".tmp"),
-            "left over: {name}"
-        );
+        assert!(!name.starts_with('.') && !name.ends_with(".tmp"), "left over: {name}");
         if name.ends_with(".png") {
             image::open(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
@@ -180,51 +115,29 @@ fn load_map(npy: &Path) -> (usize, usize, Vec<f32>) {
     let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
     let header = String::from_utf8_lossy(&b[10..10 + hl]).to_string();
     let shape = &header[header.find("'shape': (").unwrap() + 10..];
-    let dims: Vec<usize> = shape[..shape.find(')').unwrap()]
-        .split(',')
-        .filter_map(|x| x.trim().parse().ok())
-        .collect();
-    let data = b[10 + hl..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let dims: Vec<usize> = shape[..shape.find(')').unwrap()].split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    let data = b[10 + hl..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     (dims[0], dims[1], data)
 }
 
 #[test]
 fn overlay_has_the_photo_size_and_the_cat_map_peaks_on_the_cat() {
     let d = tempdir("cat");
-    let (code, stdout, err) = gradcam(&[
-        "explain",
-        s(&example("chelsea.png")),
-        "-o",
-        s(&d),
-        "--json",
-        "--class",
-        "285",
-        "--save-npy",
-    ]);
+    let (code, stdout, err) =
+        gradcam(&["explain", s(&example("chelsea.png")), "-o", s(&d), "--json", "--class", "285", "--save-npy"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let e = &v["results"][0]["explanations"][0];
     let photo = image::open(example("chelsea.png")).unwrap().to_rgb8();
-    let overlay = image::open(e["files"]["overlay"].as_str().unwrap())
-        .unwrap()
-        .to_rgb8();
+    let overlay = image::open(e["files"]["overlay"].as_str().unwrap()).unwrap().to_rgb8();
     assert_eq!(overlay.dimensions(), photo.dimensions());
     // where the map is high the overlay differs from the photo
-    let [px, py] = [
-        e["peak"][0].as_u64().unwrap() as u32,
-        e["peak"][1].as_u64().unwrap() as u32,
-    ];
+    let [px, py] = [e["peak"][0].as_u64().unwrap() as u32, e["peak"][1].as_u64().unwrap() as u32];
     let (a, b) = (overlay.get_pixel(px, py).0, photo.get_pixel(px, py).0);
     let diff: i32 = (0..3).map(|c| (a[c] as i32 - b[c] as i32).abs()).sum();
     assert!(diff > 30, "overlay at the peak {a:?} vs photo {b:?}");
     // chelsea.png (451x300): the cat's face fills the middle; its eyes and nose are around x 150..330, y 80..260
-    assert!(
-        (120..340).contains(&px) && (60..270).contains(&py),
-        "peak at ({px}, {py})"
-    );
+    assert!((120..340).contains(&px) && (60..270).contains(&py), "peak at ({px}, {py})");
 }
 
 #[test]
@@ -241,29 +154,15 @@ fn two_objects_side_by_side_each_class_peaks_on_its_own_half() {
     let p = d.join("pair.png");
     pair.save(&p).unwrap();
     let out = d.join("out");
-    let (code, _, err) = gradcam(&[
-        "explain",
-        s(&p),
-        "-o",
-        s(&out),
-        "--class",
-        "285,967",
-        "--save-npy",
-    ]);
+    let (code, _, err) = gradcam(&["explain", s(&p), "-o", s(&out), "--class", "285,967", "--save-npy"]);
     assert_eq!(code, 0, "{err}");
     for (class, left) in [(285, true), (967, false)] {
         let (h, w, m) = load_map(&out.join(format!("pair.{class}.gradcam.npy")));
         let half = |range: std::ops::Range<usize>| -> f32 {
-            (0..h)
-                .flat_map(|y| range.clone().map(move |x| (y, x)))
-                .map(|(y, x)| m[y * w + x])
-                .sum::<f32>()
+            (0..h).flat_map(|y| range.clone().map(move |x| (y, x))).map(|(y, x)| m[y * w + x]).sum::<f32>()
         };
         let (l, r) = (half(0..w / 2), half(w / 2..w));
-        assert!(
-            if left { l > 2.0 * r } else { r > 2.0 * l },
-            "class {class}: left {l} right {r}"
-        );
+        assert!(if left { l > 2.0 * r } else { r > 2.0 * l }, "class {class}: left {l} right {r}");
     }
 }
 
@@ -272,18 +171,12 @@ fn layers_lists_stable_names_with_shapes() {
     let (code, out, _) = gradcam(&["layers", "--model", "efficientnet_lite0"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("blocks.15")
-            && out.contains("320x7x7")
-            && out.contains("head")
-            && out.contains("1280x7x7"),
+        out.contains("blocks.15") && out.contains("320x7x7") && out.contains("head") && out.contains("1280x7x7"),
         "{out}"
     );
     let (code, out, _) = gradcam(&["layers", "--model", "resnet50"]);
     assert_eq!(code, 0);
-    assert!(
-        out.contains("layer4 ") && out.contains("2048x7x7") && out.contains("layer4.2"),
-        "{out}"
-    );
+    assert!(out.contains("layer4 ") && out.contains("2048x7x7") && out.contains("layer4.2"), "{out}");
 }
 
 #[test]
@@ -305,9 +198,104 @@ fn input_tensor_gives_the_golden_map() {
     assert_eq!(code, 0, "{err}");
     let (_, _, got) = load_map(&d.join("input.285.gradcam.npy"));
     let (_, _, want) = load_map(&golden.join("head.285.gradcam.npy"));
-    let dmax = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let dmax = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(dmax <= 1e-3, "max |Δ| {dmax}");
+}
+
+#[test]
+fn method_all_writes_every_method_and_the_grid() {
+    let d = tempdir("all");
+    // blocks.15 (320 channels) keeps ScoreCAM's masked passes to a third of head's 1280
+    let (code, stdout, err) = gradcam(&[
+        "explain",
+        s(&example("chelsea.png")),
+        "--method",
+        "all",
+        "--layer",
+        "blocks.15",
+        "-o",
+        s(&d),
+        "--json",
+        "--save-npy",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = &v["results"][0];
+    let methods: Vec<&str> =
+        r["explanations"].as_array().unwrap().iter().map(|e| e["method"].as_str().unwrap()).collect();
+    let want = [
+        "gradcam",
+        "hirescam",
+        "gradcam-elementwise",
+        "gradcam++",
+        "xgradcam",
+        "layercam",
+        "eigencam",
+        "eigengradcam",
+        "scorecam",
+        "ablationcam",
+        "guided-backprop",
+        "guided-gradcam",
+    ];
+    assert_eq!(methods, want);
+    for e in r["explanations"].as_array().unwrap() {
+        let files = e["files"].as_object().unwrap();
+        assert!(files.contains_key("npy"), "{e}");
+        assert!(files.contains_key("overlay") || files.contains_key("gradient"), "{e}");
+        for (_, f) in files {
+            assert!(Path::new(f.as_str().unwrap()).exists(), "{f}");
+        }
+    }
+    let grid = r["grids"][0]["file"].as_str().unwrap();
+    let g = image::open(grid).unwrap().to_rgb8();
+    let photo = image::open(example("chelsea.png")).unwrap().to_rgb8();
+    // 12 tiles, 4 a row, 320 px wide each: 3 rows
+    assert_eq!(g.width(), 4 * 324 + 4);
+    assert!(g.height() > 3 * (320 * photo.height() / photo.width()));
+}
+
+#[test]
+fn batched_runs_equal_single_runs_through_the_binary() {
+    let d = tempdir("batches");
+    let input = d.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "horse.png"] {
+        std::fs::copy(example(f), input.join(f)).unwrap();
+    }
+    std::fs::write(input.join("broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap(); // sorts between the good ones
+    let run = |bs: &str| -> (PathBuf, serde_json::Value) {
+        let out = d.join(format!("out-{bs}"));
+        let (code, stdout, err) = gradcam(&[
+            "explain",
+            s(&input),
+            "-o",
+            s(&out),
+            "--batch-size",
+            bs,
+            "--class",
+            "top2",
+            "--save-npy",
+            "--json",
+        ]);
+        assert_eq!(code, 1, "one file is broken: {err}");
+        (out, serde_json::from_str(&stdout).unwrap())
+    };
+    let (one, v1) = run("1");
+    let (three, v3) = run("3");
+    assert_eq!(v1["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(v3["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(v3["results"].as_array().unwrap().len(), 5);
+    let mut compared = 0;
+    for e in std::fs::read_dir(&one).unwrap() {
+        let name = e.unwrap().file_name();
+        if !name.to_string_lossy().ends_with(".npy") {
+            continue;
+        }
+        let (_, _, a) = load_map(&one.join(&name));
+        let (_, _, b) = load_map(&three.join(&name));
+        let dmax = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(dmax <= 1e-5, "{name:?}: batch 3 and batch 1 differ by {dmax}");
+        compared += 1;
+    }
+    assert_eq!(compared, 10, "5 images × 2 classes");
 }

@@ -31,11 +31,6 @@ pub fn top_k(logits: &[f32], k: usize, labels: &Labels) -> Vec<Prediction> {
     ranking(logits)
         .into_iter()
         .take(k)
-        .map(|c| Prediction {
-            class: c,
-            label: labels.get(c).to_string(),
-            logit: logits[c],
-            probability: p[c],
-        })
+        .map(|c| Prediction { class: c, label: labels.get(c).to_string(), logit: logits[c], probability: p[c] })
         .collect()
 }

@@ -4,7 +4,7 @@
 use crate::cam::{
     self, guided,
     postprocess::{bounding_box, BBox, Map},
-    Explainer, Score,
+    Explainer, MapOptions, Score,
 };
 use crate::classify::{ranking, top_k, Prediction};
 use crate::error::{Error, Result};
@@ -42,6 +42,45 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// How many predictions the report lists.
     pub top: usize,
+    /// The reference's `eigen_smooth`.
+    pub eigen_smooth: bool,
+    /// The reference's `aug_smooth` (6 test-time augmentations).
+    pub aug_smooth: bool,
+    /// Masked inputs (ScoreCAM) or ablated activations (AblationCAM) per network run.
+    pub method_batch: usize,
+    /// Write the comparison grid when more than one method is asked.
+    pub grid: bool,
+}
+
+impl Options {
+    /// Defaults of the CLI for `layers` and `methods`.
+    pub fn new(layers: Vec<String>, methods: Vec<String>, out_dir: PathBuf) -> Self {
+        Options {
+            layers,
+            methods,
+            classes: vec![ClassSpec::Top(1)],
+            counterfactual: false,
+            score: Score::Logit,
+            alpha: 0.5,
+            threshold: 0.75,
+            colormap: Colormap::Jet,
+            save_npy: false,
+            out_dir,
+            top: 5,
+            eigen_smooth: false,
+            aug_smooth: false,
+            method_batch: 32,
+            grid: true,
+        }
+    }
+
+    fn map_options(&self) -> MapOptions {
+        MapOptions {
+            counterfactual: self.counterfactual,
+            eigen_smooth: self.eigen_smooth,
+            batch_size: self.method_batch,
+        }
+    }
 }
 
 impl Options {
@@ -56,10 +95,7 @@ impl Options {
             net.layer(l)?;
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::invalid(format!(
-                "--alpha {} is outside [0, 1]",
-                self.alpha
-            )));
+            return Err(Error::invalid(format!("--alpha {} is outside [0, 1]", self.alpha)));
         }
         Ok(())
     }
@@ -78,13 +114,8 @@ pub struct Input {
 impl Input {
     pub fn from_image(path: &Path, net: &Network, max_pixels: u64) -> Result<Input> {
         let photo = crate::image::load_rgb(path, max_pixels)?;
-        let tensor =
-            crate::image::preprocess(&photo, net.input_size, &net.normalization, &net.device)?;
-        Ok(Input {
-            name: path.display().to_string(),
-            photo,
-            tensor,
-        })
+        let tensor = crate::image::preprocess(&photo, net.input_size, &net.normalization, &net.device)?;
+        Ok(Input { name: path.display().to_string(), photo, tensor })
     }
 
     /// A ready 1×3×H×W tensor from a `.npy` file.
@@ -106,11 +137,7 @@ impl Input {
                 (v * 255.0).round().clamp(0.0, 255.0) as u8
             }))
         });
-        Ok(Input {
-            name: path.display().to_string(),
-            photo,
-            tensor: a.to_tensor(&net.device)?,
-        })
+        Ok(Input { name: path.display().to_string(), photo, tensor: a.to_tensor(&net.device)? })
     }
 }
 
@@ -150,6 +177,15 @@ pub struct Report {
     pub height: u32,
     pub predictions: Vec<Prediction>,
     pub explanations: Vec<Explanation>,
+    /// The comparison pictures, one per class, when several methods were asked.
+    pub grids: Vec<Grid>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Grid {
+    pub class: usize,
+    pub methods: Vec<String>,
+    pub file: String,
 }
 
 /// Unique output name prefixes within a run: `chelsea`, `chelsea-2`, … never an input's own path.
@@ -161,30 +197,14 @@ pub struct Namer {
 
 impl Namer {
     pub fn new(inputs: &[PathBuf]) -> Self {
-        Namer {
-            used: HashMap::new(),
-            inputs: inputs
-                .iter()
-                .filter_map(|p| p.canonicalize().ok())
-                .collect(),
-        }
+        Namer { used: HashMap::new(), inputs: inputs.iter().filter_map(|p| p.canonicalize().ok()).collect() }
     }
 
     pub fn prefix(&mut self, name: &str) -> String {
-        let stem = Path::new(name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let stem: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let stem =
+            Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let stem: String =
+            stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
         let n = self.used.entry(stem.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {
@@ -196,17 +216,11 @@ impl Namer {
 
     /// `path`, or a variant of it that is not one of the inputs.
     pub fn safe(&self, path: PathBuf) -> PathBuf {
-        let canon = path
-            .parent()
-            .and_then(|p| p.canonicalize().ok())
-            .map(|p| p.join(path.file_name().unwrap_or_default()));
+        let canon =
+            path.parent().and_then(|p| p.canonicalize().ok()).map(|p| p.join(path.file_name().unwrap_or_default()));
         match canon {
-            Some(c) if self.inputs.contains(&c) => path.with_extension(format!(
-                "out.{}",
-                path.extension()
-                    .map(|e| e.to_string_lossy())
-                    .unwrap_or_default()
-            )),
+            Some(c) if self.inputs.contains(&c) => path
+                .with_extension(format!("out.{}", path.extension().map(|e| e.to_string_lossy()).unwrap_or_default())),
             _ => path,
         }
     }
@@ -232,7 +246,15 @@ fn resolve_classes(specs: &[ClassSpec], logits: &[f32]) -> Vec<usize> {
     out
 }
 
-/// Explain one input: predictions, then for each class and method the map and its pictures.
+/// What one method gives for one image and class.
+struct Output {
+    /// The map at the input's size (for guided-gradcam: the Grad-CAM map it was weighted with).
+    map: Option<Map>,
+    /// Guided methods: the 3×H×W gradient.
+    gradient: Option<Vec<f32>>,
+}
+
+/// Explain one input (a batch of one).
 pub fn explain(
     net: &Network,
     labels: &Labels,
@@ -241,134 +263,176 @@ pub fn explain(
     prefix: &str,
     namer: &Namer,
 ) -> Result<Report> {
+    Ok(explain_batch(net, labels, std::slice::from_ref(input), &[prefix.to_string()], opts, namer)?.remove(0))
+}
+
+/// Explain a batch of inputs: they go through the network together, each with its own classes. For every
+/// class slot, one forward and one backward serve all gradient methods; Guided Backprop is one more.
+pub fn explain_batch(
+    net: &Network,
+    labels: &Labels,
+    inputs: &[Input],
+    prefixes: &[String],
+    opts: &Options,
+    namer: &Namer,
+) -> Result<Vec<Report>> {
     let ex = Explainer::new(net, &opts.layers)?;
-    let (ih, iw) = (input.tensor.dims()[2], input.tensor.dims()[3]);
-    let (pw, ph) = input.photo.dimensions();
-    // The stages before the target layer run once, whatever the number of classes and methods.
-    let trunk = ex.prefix(&input.tensor)?;
-    let logits = ex.logits_from(&trunk)?.flatten_all()?.to_vec1::<f32>()?;
-    let predictions = top_k(&logits, opts.top, labels);
-    let classes = resolve_classes(&opts.classes, &logits);
-    let mut explanations = vec![];
-    let cf = if opts.counterfactual {
-        "-counterfactual"
-    } else {
-        ""
+    let x = candle_core::Tensor::cat(&inputs.iter().map(|i| &i.tensor).collect::<Vec<_>>(), 0)?;
+    let (n, _, ih, iw) = x.dims4()?;
+    // The stages before the target layer run once per batch, whatever the number of classes and methods.
+    let trunk = ex.prefix(&x)?;
+    let logits = ex.logits_from(&trunk)?;
+    let mut classes = vec![];
+    let mut reports = vec![];
+    for (i, input) in inputs.iter().enumerate() {
+        let l = logits.get(i)?.to_vec1::<f32>()?;
+        classes.push(resolve_classes(&opts.classes, &l));
+        let (pw, ph) = input.photo.dimensions();
+        let predictions = top_k(&l, opts.top, labels);
+        reports.push(Report {
+            image: input.name.clone(),
+            width: pw,
+            height: ph,
+            predictions,
+            explanations: vec![],
+            grids: vec![],
+        });
+    }
+    let cam_names: Vec<&str> = {
+        let mut v: Vec<&str> =
+            opts.methods.iter().map(String::as_str).filter(|m| *m != GUIDED_BACKPROP && *m != GUIDED_GRADCAM).collect();
+        if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
+            v.push("gradcam");
+        }
+        v
     };
-    for &class in &classes {
-        let needs_capture = opts.methods.iter().any(|m| m != GUIDED_BACKPROP);
-        let cap = if needs_capture {
-            Some(ex.capture_from(&trunk, &[class], opts.score)?)
+    let cam_methods = cam_names.iter().map(|m| cam::method(m)).collect::<Result<Vec<_>>>()?;
+    let cam_refs: Vec<&dyn cam::Method> = cam_methods.iter().map(|m| m.as_ref()).collect();
+    let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);
+    let slots = classes.iter().map(Vec::len).max().unwrap_or(0);
+    for slot in 0..slots {
+        let sel: Vec<usize> = (0..n).filter(|&i| classes[i].len() > slot).collect();
+        let cls: Vec<usize> = sel.iter().map(|&i| classes[i][slot]).collect();
+        let (xs, ts) = if sel.len() == n {
+            (x.clone(), trunk.clone())
         } else {
-            None
+            let idx = candle_core::Tensor::from_iter(sel.iter().map(|&i| i as u32), x.device())?;
+            (x.index_select(&idx, 0)?, trunk.index_select(&idx, 0)?)
         };
-        // Each CAM map is computed once per class, whichever methods ask for it (guided-gradcam needs gradcam's).
-        let mut maps: HashMap<String, Map> = HashMap::new();
-        let mut cam_map = |name: &str| -> Result<Map> {
-            if let Some(m) = maps.get(name) {
-                return Ok(m.clone());
-            }
-            let cap = cap
-                .as_ref()
-                .ok_or_else(|| Error::invalid("internal: no capture"))?;
-            let raw = cam::raw_maps(cap, cam::method(name)?.as_ref(), opts.counterfactual)?;
-            let map = cam::final_maps(&raw, (ih, iw)).remove(0);
-            maps.insert(name.to_string(), map.clone());
-            Ok(map)
+        let maps = if cam_refs.is_empty() {
+            vec![]
+        } else if opts.aug_smooth {
+            cam::maps_aug_smooth(&ex, &xs, &cls, opts.score, &cam_refs, opts.map_options())?
+        } else {
+            cam::maps_for(&ex, &xs, Some(&ts), &cls, opts.score, &cam_refs, opts.map_options())?
         };
-        let mut gb: Option<Vec<f32>> = None;
-        for m in &opts.methods {
-            let base = opts.out_dir.join(format!("{prefix}.{class}.{m}{cf}"));
-            let path = |kind: &str| namer.safe(PathBuf::from(format!("{}.{kind}", base.display())));
-            let mut files = Files::default();
-            if (m == GUIDED_BACKPROP || m == GUIDED_GRADCAM) && gb.is_none() {
-                let g = guided::guided_backprop(net, &input.tensor, &[class], opts.score)?;
-                gb = Some(g.flatten_all()?.to_vec1::<f32>()?);
-            }
-            let g = gb.as_deref().unwrap_or(&[]);
-            // (map, the gradient picture's values for guided methods, the .npy array)
-            let (map, gradient, npy) = if m == GUIDED_BACKPROP {
-                (
-                    None,
-                    Some(g.to_vec()),
-                    Array::new(vec![3, ih, iw], g.to_vec()),
-                )
-            } else if m == GUIDED_GRADCAM {
-                let gm = cam_map("gradcam")?;
-                let hw = ih * iw;
-                let ggc: Vec<f32> = g
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v * gm.data[i % hw])
-                    .collect();
-                (
-                    Some(gm),
-                    Some(ggc.clone()),
-                    Array::new(vec![3, ih, iw], ggc),
-                )
-            } else {
-                let map = cam_map(m)?;
-                let npy = Array::new(vec![ih, iw], map.data.clone());
-                (Some(map), None, npy)
+        let gb = if wants_gb { Some(guided::guided_backprop(net, &xs, &cls, opts.score)?) } else { None };
+        for (j, &i) in sel.iter().enumerate() {
+            let map_of = |name: &str| cam_names.iter().position(|m| *m == name).map(|k| maps[k][j].clone());
+            let gb_i = match &gb {
+                Some(g) => Some(g.get(j)?.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
             };
-            if let Some(grad) = &gradient {
-                let pic =
-                    render::chw_to_image(&guided::normalize_for_display(grad), ih, iw, pw, ph);
-                let p = path("gradient.png");
-                render::save_png(&pic, &p)?;
-                files.gradient = Some(p.display().to_string());
-            }
-            let mut bbox = None;
-            let mut peak = None;
-            if let Some(map) = &map {
-                let full = map.resize(ph as usize, pw as usize);
-                if m != GUIDED_GRADCAM {
-                    let o = path("overlay.png");
-                    render::save_png(
-                        &render::overlay(&input.photo, &full, opts.colormap, opts.alpha),
-                        &o,
-                    )?;
-                    let h = path("heatmap.png");
-                    render::save_png(&render::heatmap(&full, opts.colormap), &h)?;
-                    let k = path("mask.png");
-                    render::save_png(
-                        &render::threshold_view(&input.photo, &full, opts.threshold),
-                        &k,
-                    )?;
-                    files.overlay = Some(o.display().to_string());
-                    files.heatmap = Some(h.display().to_string());
-                    files.mask = Some(k.display().to_string());
-                }
-                bbox = bounding_box(&full, 0.15);
-                let (py, px) = full.argmax();
-                peak = Some([px, py]);
-            }
-            if opts.save_npy {
-                let p = path("npy");
-                npy.write(&p)?;
-                files.npy = Some(p.display().to_string());
-            }
-            explanations.push(Explanation {
-                class,
-                label: labels.get(class).to_string(),
-                method: m.clone(),
-                layers: if m == GUIDED_BACKPROP {
-                    vec![]
+            let mut tiles = vec![];
+            for m in &opts.methods {
+                let out = if m == GUIDED_BACKPROP {
+                    Output { map: None, gradient: gb_i.clone() }
+                } else if m == GUIDED_GRADCAM {
+                    let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
+                    let hw = ih * iw;
+                    let g = gb_i.as_deref().unwrap_or(&[]);
+                    let ggc = g.iter().enumerate().map(|(p, v)| v * gm.data[p % hw]).collect();
+                    Output { map: Some(gm), gradient: Some(ggc) }
                 } else {
-                    opts.layers.clone()
-                },
-                counterfactual: opts.counterfactual,
-                files,
-                bbox,
-                peak,
-            });
+                    Output { map: map_of(m), gradient: None }
+                };
+                let (e, tile) = write_outputs(&inputs[i], &prefixes[i], cls[j], m, out, (ih, iw), labels, opts, namer)?;
+                reports[i].explanations.push(e);
+                tiles.push((m.clone(), tile));
+            }
+            if opts.grid && tiles.len() > 1 {
+                let cf = if opts.counterfactual { "-counterfactual" } else { "" };
+                let p = namer.safe(opts.out_dir.join(format!("{}.{}.grid{cf}.png", prefixes[i], cls[j])));
+                render::save_png(&render::grid(&tiles, 320), &p)?;
+                reports[i].grids.push(Grid {
+                    class: cls[j],
+                    methods: opts.methods.clone(),
+                    file: p.display().to_string(),
+                });
+            }
         }
     }
-    Ok(Report {
-        image: input.name.clone(),
-        width: pw,
-        height: ph,
-        predictions,
-        explanations,
-    })
+    Ok(reports)
+}
+
+/// Write one method's pictures (and .npy) for one image and class; returns its report entry and the picture
+/// for the comparison grid.
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    input: &Input,
+    prefix: &str,
+    class: usize,
+    m: &str,
+    out: Output,
+    (ih, iw): (usize, usize),
+    labels: &Labels,
+    opts: &Options,
+    namer: &Namer,
+) -> Result<(Explanation, RgbImage)> {
+    let (pw, ph) = input.photo.dimensions();
+    let cf = if opts.counterfactual { "-counterfactual" } else { "" };
+    let base = opts.out_dir.join(format!("{prefix}.{class}.{m}{cf}"));
+    let path = |kind: &str| namer.safe(PathBuf::from(format!("{}.{kind}", base.display())));
+    let mut files = Files::default();
+    let mut tile = None;
+    if let Some(grad) = &out.gradient {
+        let pic = render::chw_to_image(&guided::normalize_for_display(grad), ih, iw, pw, ph);
+        let p = path("gradient.png");
+        render::save_png(&pic, &p)?;
+        files.gradient = Some(p.display().to_string());
+        tile = Some(pic);
+    }
+    let (mut bbox, mut peak) = (None, None);
+    if let Some(map) = &out.map {
+        let full = map.resize(ph as usize, pw as usize);
+        if out.gradient.is_none() {
+            let overlay = render::overlay(&input.photo, &full, opts.colormap, opts.alpha);
+            let o = path("overlay.png");
+            render::save_png(&overlay, &o)?;
+            let h = path("heatmap.png");
+            render::save_png(&render::heatmap(&full, opts.colormap), &h)?;
+            let k = path("mask.png");
+            render::save_png(&render::threshold_view(&input.photo, &full, opts.threshold), &k)?;
+            files.overlay = Some(o.display().to_string());
+            files.heatmap = Some(h.display().to_string());
+            files.mask = Some(k.display().to_string());
+            tile = Some(overlay);
+        }
+        bbox = bounding_box(&full, 0.15);
+        let (py, px) = full.argmax();
+        peak = Some([px, py]);
+    }
+    if opts.save_npy {
+        let npy = match (&out.gradient, &out.map) {
+            (Some(g), _) => Some(Array::new(vec![3, ih, iw], g.clone())),
+            (None, Some(map)) => Some(Array::new(vec![ih, iw], map.data.clone())),
+            _ => None,
+        };
+        if let Some(a) = npy {
+            let p = path("npy");
+            a.write(&p)?;
+            files.npy = Some(p.display().to_string());
+        }
+    }
+    let e = Explanation {
+        class,
+        label: labels.get(class).to_string(),
+        method: m.to_string(),
+        layers: if m == GUIDED_BACKPROP { vec![] } else { opts.layers.clone() },
+        counterfactual: opts.counterfactual,
+        files,
+        bbox,
+        peak,
+    };
+    Ok((e, tile.unwrap_or_else(|| input.photo.clone())))
 }

@@ -23,22 +23,15 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage> {
         return Err(Error::image(path, "the file is empty (0 bytes)"));
     }
     let mut reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    reader = reader
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
+    reader = reader.with_guessed_format().map_err(|e| Error::io(path, e))?;
     if reader.format().is_none() {
-        return Err(Error::image(
-            path,
-            "unknown format (expected PNG, JPEG, GIF, BMP, TIFF or WebP)",
-        ));
+        return Err(Error::image(path, "unknown format (expected PNG, JPEG, GIF, BMP, TIFF or WebP)"));
     }
     if reader.format() == Some(image::ImageFormat::Png) {
         // the PNG decoder reads on to the first data chunk before it reports a size: check the header here
         let mut head = [0u8; 24];
         use std::io::Read;
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| Error::io(path, e))?;
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
         if n == 24 && &head[12..16] == b"IHDR" {
             let w = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
             let h = u32::from_be_bytes([head[20], head[21], head[22], head[23]]);
@@ -49,16 +42,11 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage> {
         check_jpeg_complete(path)?;
     }
     reader.no_limits();
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::image(path, e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| Error::image(path, e.to_string()))?;
     let (w, h) = decoder.dimensions();
     check_pixels(path, w, h, max_pixels)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| Error::image(path, e.to_string()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(img.to_rgb8())
 }
@@ -90,10 +78,7 @@ fn check_jpeg_complete(path: &Path) -> Result<()> {
     if complete {
         Ok(())
     } else {
-        Err(Error::image(
-            path,
-            format!("truncated JPEG ({} bytes, no end-of-image marker)", b.len()),
-        ))
+        Err(Error::image(path, format!("truncated JPEG ({} bytes, no end-of-image marker)", b.len())))
     }
 }
 
@@ -131,11 +116,7 @@ fn coeffs(in_size: usize, out_size: usize) -> (usize, Vec<(usize, usize)>, Vec<i
         for (x, kx) in k.iter().enumerate() {
             let v = if ww != 0.0 { kx / ww } else { *kx };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 {
-                (-0.5 + f) as i32
-            } else {
-                (0.5 + f) as i32
-            };
+            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
         }
         bounds.push((xmin, n));
     }
@@ -209,12 +190,7 @@ pub fn to_tensor(img: &RgbImage, norm: &Normalization, dev: &Device) -> Result<T
 }
 
 /// The model's input for an image: PIL bilinear resize to (h, w), no crop, then normalise.
-pub fn preprocess(
-    img: &RgbImage,
-    size: (usize, usize),
-    norm: &Normalization,
-    dev: &Device,
-) -> Result<Tensor> {
+pub fn preprocess(img: &RgbImage, size: (usize, usize), norm: &Normalization, dev: &Device) -> Result<Tensor> {
     let r = resize_bilinear_pil(img, size.1 as u32, size.0 as u32);
     to_tensor(&r, norm, dev)
 }

@@ -17,11 +17,7 @@ impl Labels {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Vec<String> = s
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let v: Vec<String> = s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
         if v.is_empty() {
             return Err(Error::invalid(format!(
                 "{}: no labels in the file (expected one name per line)",
@@ -39,10 +35,7 @@ impl Labels {
             None => Labels((0..n).map(|i| format!("class {i}")).collect()),
         };
         if l.0.len() != n {
-            return Err(Error::invalid(format!(
-                "{} labels for a model with {n} classes",
-                l.0.len()
-            )));
+            return Err(Error::invalid(format!("{} labels for a model with {n} classes", l.0.len())));
         }
         Ok(l)
     }
@@ -76,20 +69,12 @@ impl Labels {
         if let Some(i) = self.0.iter().position(|l| l.to_lowercase() == ql) {
             return Ok(i);
         }
-        let hits: Vec<usize> = (0..self.0.len())
-            .filter(|&i| self.0[i].to_lowercase().contains(&ql))
-            .collect();
+        let hits: Vec<usize> = (0..self.0.len()).filter(|&i| self.0[i].to_lowercase().contains(&ql)).collect();
         match hits.len() {
             1 => Ok(hits[0]),
-            0 => Err(Error::invalid(format!(
-                "no class matches `{q}` (give an index or part of a label)"
-            ))),
+            0 => Err(Error::invalid(format!("no class matches `{q}` (give an index or part of a label)"))),
             _ => {
-                let c: Vec<String> = hits
-                    .iter()
-                    .take(12)
-                    .map(|&i| format!("{i} ({})", self.0[i]))
-                    .collect();
+                let c: Vec<String> = hits.iter().take(12).map(|&i| format!("{i} ({})", self.0[i])).collect();
                 Err(Error::invalid(format!(
                     "`{q}` is ambiguous: {} classes match: {}{}",
                     hits.len(),
@@ -115,10 +100,7 @@ mod tests {
         assert_eq!(l.resolve("tabby").unwrap(), 281);
         assert_eq!(l.resolve("Egyptian Cat").unwrap(), 285);
         let e = l.resolve("cat").unwrap_err().to_string();
-        assert!(
-            e.contains("ambiguous") && e.contains("285 (Egyptian cat)"),
-            "{e}"
-        );
+        assert!(e.contains("ambiguous") && e.contains("285 (Egyptian cat)"), "{e}");
         assert!(l.resolve("1000").is_err());
     }
 }

@@ -39,24 +39,10 @@ pub struct ConvSpec {
 
 impl ConvSpec {
     pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, padding: Padding) -> Self {
-        ConvSpec {
-            cin,
-            cout,
-            kernel,
-            stride,
-            groups: 1,
-            padding,
-        }
+        ConvSpec { cin, cout, kernel, stride, groups: 1, padding }
     }
     pub fn depthwise(c: usize, kernel: usize, stride: usize, padding: Padding) -> Self {
-        ConvSpec {
-            cin: c,
-            cout: c,
-            kernel,
-            stride,
-            groups: c,
-            padding,
-        }
+        ConvSpec { cin: c, cout: c, kernel, stride, groups: c, padding }
     }
 }
 
@@ -68,21 +54,11 @@ impl ConvBn {
         let beta = bn.get(s.cout, "bias")?.to_vec1::<f32>()?;
         let mean = bn.get(s.cout, "running_mean")?.to_vec1::<f32>()?;
         let var = bn.get(s.cout, "running_var")?.to_vec1::<f32>()?;
-        let scale: Vec<f64> = gamma
-            .iter()
-            .zip(&var)
-            .map(|(g, v)| *g as f64 / (*v as f64 + eps).sqrt())
-            .collect();
-        let bias: Vec<f32> = (0..s.cout)
-            .map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32)
-            .collect();
+        let scale: Vec<f64> = gamma.iter().zip(&var).map(|(g, v)| *g as f64 / (*v as f64 + eps).sqrt()).collect();
+        let bias: Vec<f32> = (0..s.cout).map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32).collect();
         let per = w.elem_count() / s.cout;
         let wv = w.flatten_all()?.to_vec1::<f32>()?;
-        let wf: Vec<f32> = wv
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (*v as f64 * scale[i / per]) as f32)
-            .collect();
+        let wf: Vec<f32> = wv.iter().enumerate().map(|(i, v)| (*v as f64 * scale[i / per]) as f32).collect();
         Ok(ConvBn {
             weight: Tensor::from_vec(wf, w.dims(), w.device())?,
             bias: Tensor::from_vec(bias, s.cout, w.device())?,
@@ -124,10 +100,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
         let w = vb.get((cout, cin), "weight")?;
-        Ok(Linear {
-            weight_t: w.t()?.contiguous()?,
-            bias: vb.get(cout, "bias")?,
-        })
+        Ok(Linear { weight_t: w.t()?.contiguous()?, bias: vb.get(cout, "bias")? })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.weight_t)?.broadcast_add(&self.bias)

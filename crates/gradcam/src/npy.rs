@@ -20,12 +20,7 @@ impl Array {
     pub fn read(path: impl AsRef<Path>) -> Result<Array> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&bytes).map_err(|m| {
-            Error::invalid(format!(
-                "{}: not a supported .npy file: {m}",
-                path.display()
-            ))
-        })
+        Self::parse(&bytes).map_err(|m| Error::invalid(format!("{}: not a supported .npy file: {m}", path.display())))
     }
 
     pub fn parse(b: &[u8]) -> std::result::Result<Array, String> {
@@ -68,21 +63,12 @@ impl Array {
         let n: usize = shape.iter().product();
         let body = &b[start + hlen..];
         if body.len() < n * elem {
-            return Err(format!(
-                "{} data bytes for {n} elements (truncated?)",
-                body.len()
-            ));
+            return Err(format!("{} data bytes for {n} elements (truncated?)", body.len()));
         }
         let data = if elem == 4 {
-            body[..n * 4]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+            body[..n * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         } else {
-            body[..n * 8]
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect()
+            body[..n * 8].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
         };
         Ok(Array { shape, data })
     }
@@ -90,11 +76,7 @@ impl Array {
     /// The `.npy` bytes (version 1.0, '<f4', C order).
     pub fn to_bytes(&self) -> Vec<u8> {
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
-        let shape = if dims.len() == 1 {
-            format!("({},)", dims[0])
-        } else {
-            format!("({})", dims.join(", "))
-        };
+        let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
         let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
@@ -116,11 +98,7 @@ impl Array {
     }
 
     pub fn to_tensor(&self, dev: &candle_core::Device) -> Result<candle_core::Tensor> {
-        Ok(candle_core::Tensor::from_vec(
-            self.data.clone(),
-            self.shape.clone(),
-            dev,
-        )?)
+        Ok(candle_core::Tensor::from_vec(self.data.clone(), self.shape.clone(), dev)?)
     }
 }
 

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// A temporary name beside `path` (same folder, so that a rename is atomic).
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let unique = format!(".{name}.{}.{}.tmp", std::process::id(), next_id());
     path.with_file_name(unique)
 }

@@ -44,42 +44,23 @@ impl Weights {
 }
 
 impl SimpleBackend for Weights {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = match self {
             Weights::Synthetic => crate::synthetic::tensor(name, s.dims())?,
             Weights::File(c) => {
                 let t = c.tensors.get(name).ok_or_else(|| {
                     let leaf = name.rsplit('.').next().unwrap_or(name);
-                    let mut near: Vec<&str> = c
-                        .tensors
-                        .keys()
-                        .filter(|k| k.ends_with(leaf))
-                        .map(String::as_str)
-                        .collect();
+                    let mut near: Vec<&str> =
+                        c.tensors.keys().filter(|k| k.ends_with(leaf)).map(String::as_str).collect();
                     near.sort();
                     near.truncate(3);
                     let hint = if near.is_empty() {
                         String::new()
                     } else {
-                        format!(
-                            " (it has e.g. {}; is it a checkpoint of another architecture?)",
-                            near.join(", ")
-                        )
+                        format!(" (it has e.g. {}; is it a checkpoint of another architecture?)", near.join(", "))
                     };
                     candle_core::Error::Msg(
-                        Error::MissingTensor {
-                            path: c.path.clone(),
-                            name: name.to_string(),
-                            hint,
-                        }
-                        .to_string(),
+                        Error::MissingTensor { path: c.path.clone(), name: name.to_string(), hint }.to_string(),
                     )
                 })?;
                 if t.dims() != s.dims() {

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -37,11 +35,7 @@ fn legacy_zip_with_strided_views_and_safetensors_load_to_equal_tensors() {
 #[test]
 fn real_legacy_checkpoint_has_every_tensor_of_lite0() {
     let c = Checkpoint::load(asset("weights/efficientnet_lite0.pth")).unwrap();
-    assert_eq!(
-        c.tensors.len(),
-        296,
-        "the package's checkpoint has 296 tensors"
-    );
+    assert_eq!(c.tensors.len(), 296, "the package's checkpoint has 296 tensors");
     assert_eq!(c.tensors["_conv_stem.weight"].dims(), &[32, 3, 3, 3]);
 }
 
@@ -60,10 +54,7 @@ fn broken_files_give_clear_errors() {
     let text = dir.join("notes.pth");
     std::fs::write(&text, b"just some text, not weights").unwrap();
     let e = err_of(&text);
-    assert!(
-        e.contains("notes.pth") && e.contains("not a checkpoint"),
-        "{e}"
-    );
+    assert!(e.contains("notes.pth") && e.contains("not a checkpoint"), "{e}");
 
     for f in ["ckpt_zip.pth", "ckpt_legacy.pth", "ckpt.safetensors"] {
         let b = std::fs::read(fixture(f)).unwrap();
@@ -77,42 +68,26 @@ fn broken_files_give_clear_errors() {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "gradcam-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let d = std::env::temp_dir().join(format!("gradcam-test-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 fn lite0_tensors() -> HashMap<String, Tensor> {
-    Checkpoint::load(asset("weights/efficientnet_lite0.pth"))
-        .unwrap()
-        .tensors
+    Checkpoint::load(asset("weights/efficientnet_lite0.pth")).unwrap().tensors
 }
 
 /// Save the lite0 tensors after `edit` as safetensors named `name`, and build the model from them.
-fn build_edited(
-    name: &str,
-    edit: impl FnOnce(&mut HashMap<String, Tensor>),
-) -> gradcam::Result<gradcam::Network> {
+fn build_edited(name: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> gradcam::Result<gradcam::Network> {
     let mut t = lite0_tensors();
     edit(&mut t);
     let p = tempdir().join(name);
     Checkpoint::save_safetensors(&t, &p).unwrap();
-    gradcam::models::zoo::build(
-        "efficientnet_lite0",
-        &Weights::load(&p).unwrap(),
-        &Device::Cpu,
-    )
+    gradcam::models::zoo::build("efficientnet_lite0", &Weights::load(&p).unwrap(), &Device::Cpu)
 }
 
 #[test]
@@ -123,10 +98,7 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
     .err()
     .unwrap()
     .to_string();
-    assert!(
-        e.contains("missing.safetensors") && e.contains("_blocks.3._depthwise_conv.weight"),
-        "{e}"
-    );
+    assert!(e.contains("missing.safetensors") && e.contains("_blocks.3._depthwise_conv.weight"), "{e}");
 
     let e = build_edited("shape.safetensors", |t| {
         let z = Tensor::zeros((32, 3, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -135,25 +107,14 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
     .err()
     .unwrap()
     .to_string();
-    assert!(
-        e.contains("_conv_stem.weight")
-            && e.contains("[32, 3, 5, 5]")
-            && e.contains("[32, 3, 3, 3]"),
-        "{e}"
-    );
+    assert!(e.contains("_conv_stem.weight") && e.contains("[32, 3, 5, 5]") && e.contains("[32, 3, 3, 3]"), "{e}");
 }
 
 #[test]
 fn class_count_comes_from_the_checkpoint() {
     let net = build_edited("ten.safetensors", |t| {
-        t.insert(
-            "_fc.weight".into(),
-            gradcam::synthetic::tensor("_fc.weight", &[10, 1280]).unwrap(),
-        );
-        t.insert(
-            "_fc.bias".into(),
-            gradcam::synthetic::tensor("_fc.bias", &[10]).unwrap(),
-        );
+        t.insert("_fc.weight".into(), gradcam::synthetic::tensor("_fc.weight", &[10, 1280]).unwrap());
+        t.insert("_fc.bias".into(), gradcam::synthetic::tensor("_fc.bias", &[10]).unwrap());
     })
     .unwrap();
     assert_eq!(net.num_classes, 10);
@@ -167,10 +128,7 @@ fn download_is_cached_and_verified() {
     use sha2::Digest;
     use std::io::{Read, Write};
     let body = std::fs::read(fixture("ckpt_zip.pth")).unwrap();
-    let digest: String = sha2::Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -184,10 +142,7 @@ fn download_is_cached_and_verified() {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             let _ = s.write_all(head.as_bytes());
             let _ = s.write_all(&body);
         }
@@ -202,16 +157,10 @@ fn download_is_cached_and_verified() {
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
     // a wrong hash: error, and no file left (neither the destination nor a temporary)
     let bad = dir.join("bad.pth");
-    let e = gradcam::models::zoo::download_cached(&url, &bad, Some("00000000"))
-        .unwrap_err()
-        .to_string();
+    let e = gradcam::models::zoo::download_cached(&url, &bad, Some("00000000")).unwrap_err().to_string();
     assert!(e.contains("SHA-256") && e.contains(&url), "{e}");
     assert!(!bad.exists());
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        1,
-        "only the good download remains"
-    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only the good download remains");
     assert!(Checkpoint::load(&p).is_ok());
     // release the server thread
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));

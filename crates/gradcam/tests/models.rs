@@ -6,23 +6,11 @@ use common::*;
 /// Every golden image of `model`: max |Δ logits| ≤ `tol(logits_ref)`.
 fn check_logits(model: &str, net: &gradcam::Network, tol: impl Fn(&[f32]) -> f32) {
     for (dir, _, _) in golden_images(model) {
-        let x = golden(&format!("{dir}/input.npy"))
-            .to_tensor(&Device::Cpu)
-            .unwrap();
+        let x = golden(&format!("{dir}/input.npy")).to_tensor(&Device::Cpu).unwrap();
         let want = golden(&format!("{dir}/logits.npy")).data;
-        let got = net
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let got = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let d = max_abs_diff(&got, &want);
-        assert!(
-            d <= tol(&want),
-            "{dir}: logits differ by {d} (allowed {})",
-            tol(&want)
-        );
+        assert!(d <= tol(&want), "{dir}: logits differ by {d} (allowed {})", tol(&want));
     }
 }
 

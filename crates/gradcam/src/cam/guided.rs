@@ -8,12 +8,7 @@ use crate::ops::act::Backprop;
 use candle_core::{Tensor, Var};
 
 /// d score / d input with guided activations: (N, 3, H, W), image i for `classes[i]`.
-pub fn guided_backprop(
-    net: &Network,
-    x: &Tensor,
-    classes: &[usize],
-    score: Score,
-) -> Result<Tensor> {
+pub fn guided_backprop(net: &Network, x: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
     let v = Var::from_tensor(x)?;
     let logits = net.forward_range(v.as_tensor(), 0, net.num_stages(), Backprop::Guided)?;
     let grads = class_score(&logits, classes, score)?.backward()?;
@@ -30,7 +25,5 @@ pub fn normalize_for_display(x: &[f32]) -> Vec<f32> {
     let mean = x.iter().map(|v| *v as f64).sum::<f64>() / n;
     let var = x.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
     let std = var.sqrt();
-    x.iter()
-        .map(|v| ((((*v as f64 - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0)) as f32)
-        .collect()
+    x.iter().map(|v| ((((*v as f64 - mean) / (std + 1e-5)) * 0.1 + 0.5).clamp(0.0, 1.0)) as f32).collect()
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::models::Network;
 use crate::ops::act::Backprop;
 use candle_core::{DType, Tensor, Var};
-pub use methods::{method, Method, METHODS};
+pub use methods::{method, Method, Scorer, METHODS};
 
 /// What is backpropagated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum Score {
 #[derive(Debug)]
 pub struct Capture {
     pub layer: String,
+    /// The stage whose output the layer is.
+    pub stage: usize,
     /// (N, K, h, w)
     pub activations: Tensor,
     /// (N, K, h, w)
@@ -43,6 +45,10 @@ pub struct Capture {
 pub struct Captured {
     /// (N, classes)
     pub logits: Tensor,
+    /// The input batch (N, 3, H, W), the class explained for each image, and the score backpropagated.
+    pub input: Tensor,
+    pub classes: Vec<usize>,
+    pub score: Score,
     /// One per target layer, in the order asked.
     pub layers: Vec<Capture>,
 }
@@ -58,17 +64,12 @@ pub struct Explainer<'a> {
 pub(crate) fn class_score(logits: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
     let (n, k) = logits.dims2()?;
     if classes.len() != n {
-        return Err(Error::invalid(format!(
-            "{} target classes for a batch of {n}",
-            classes.len()
-        )));
+        return Err(Error::invalid(format!("{} target classes for a batch of {n}", classes.len())));
     }
     let mut mask = vec![0f32; n * k];
     for (i, &c) in classes.iter().enumerate() {
         if c >= k {
-            return Err(Error::invalid(format!(
-                "class {c} is out of range: the model has {k} classes"
-            )));
+            return Err(Error::invalid(format!("class {c} is out of range: the model has {k} classes")));
         }
         mask[i * k + c] = 1.0;
     }
@@ -86,15 +87,8 @@ impl<'a> Explainer<'a> {
         if layers.is_empty() {
             return Err(Error::invalid("no target layer"));
         }
-        let stages = layers
-            .iter()
-            .map(|l| net.layer(l))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Explainer {
-            net,
-            layer_names: layers.to_vec(),
-            stages,
-        })
+        let stages = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
+        Ok(Explainer { net, layer_names: layers.to_vec(), stages })
     }
 
     pub fn layer_names(&self) -> &[String] {
@@ -109,34 +103,21 @@ impl<'a> Explainer<'a> {
     /// The untracked output of the stages up to the first target layer, for a batch `x` (N, 3, H, W). It can be
     /// shared by every class explained (see [`Explainer::capture_from`]).
     pub fn prefix(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .net
-            .forward_range(x, 0, self.first_stage() + 1, Backprop::Plain)?
-            .detach())
+        Ok(self.net.forward_range(x, 0, self.first_stage() + 1, Backprop::Plain)?.detach())
     }
 
     /// The logits from a [`Explainer::prefix`] output (the rest of the forward pass, untracked).
     pub fn logits_from(&self, prefix: &Tensor) -> Result<Tensor> {
-        self.net.forward_range(
-            prefix,
-            self.first_stage() + 1,
-            self.net.num_stages(),
-            Backprop::Plain,
-        )
+        self.net.forward_range(prefix, self.first_stage() + 1, self.net.num_stages(), Backprop::Plain)
     }
 
     /// Forward the batch `x` (N, 3, H, W) and backpropagate, for image i, the score of `classes[i]`.
     pub fn capture(&self, x: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
-        self.capture_from(&self.prefix(x)?, classes, score)
+        self.capture_from(x, &self.prefix(x)?, classes, score)
     }
 
     /// [`Explainer::capture`] from a ready [`Explainer::prefix`] output.
-    pub fn capture_from(
-        &self,
-        prefix: &Tensor,
-        classes: &[usize],
-        score: Score,
-    ) -> Result<Captured> {
+    pub fn capture_from(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
         let net = self.net;
         let first = self.first_stage();
         let a0 = prefix.clone();
@@ -170,16 +151,9 @@ impl<'a> Explainer<'a> {
                     .ok_or_else(|| Error::invalid("internal: probe lost"))?;
                 (a.clone(), zero_if_none(grads.get(z.as_tensor()), a)?)
             };
-            layers.push(Capture {
-                layer: name.clone(),
-                activations: a,
-                gradients: g,
-            });
+            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients: g });
         }
-        Ok(Captured {
-            logits: logits.detach(),
-            layers,
-        })
+        Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
     }
 
     /// Forward only, capturing the target layers' activations (for methods that need no gradient).
@@ -198,36 +172,90 @@ impl<'a> Explainer<'a> {
     }
 }
 
+/// How maps are made from a capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapOptions {
+    /// The paper's counterfactual explanation: negated gradients.
+    pub counterfactual: bool,
+    /// The reference's `eigen_smooth`: the first principal component of the contributions, not their sum.
+    pub eigen_smooth: bool,
+    /// Batch of masked inputs (ScoreCAM) or ablated activations (AblationCAM) per network run.
+    pub batch_size: usize,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions { counterfactual: false, eigen_smooth: false, batch_size: 32 }
+    }
+}
+
+/// The class score of each row of `logits`.
+fn scores_of(logits: &Tensor, class: usize, score: Score) -> Result<Vec<f32>> {
+    let s = match score {
+        Score::Logit => logits.clone(),
+        Score::Softmax => candle_nn::ops::softmax(logits, 1)?,
+    };
+    Ok(s.narrow(1, class, 1)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The network as a [`Scorer`] for one image, class and layer.
+struct NetScorer<'a> {
+    net: &'a Network,
+    stage: usize,
+    input: Tensor,
+    class: usize,
+    score: Score,
+    batch: usize,
+}
+
+impl Scorer for NetScorer<'_> {
+    fn input(&self) -> &Tensor {
+        &self.input
+    }
+    fn score_inputs(&self, x: &Tensor) -> Result<Vec<f32>> {
+        scores_of(&self.net.forward(x)?, self.class, self.score)
+    }
+    fn score_activations(&self, a: &Tensor) -> Result<Vec<f32>> {
+        let logits = self.net.forward_range(a, self.stage + 1, self.net.num_stages(), Backprop::Plain)?;
+        scores_of(&logits, self.class, self.score)
+    }
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+}
+
 /// Per-image maps of a method from a capture: `raw[layer][image]` (h×w, before ReLU) — what the reference
 /// calls `get_cam_image`.
-pub fn raw_maps(
-    cap: &Captured,
-    m: &dyn Method,
-    counterfactual: bool,
-) -> Result<Vec<Vec<postprocess::Map>>> {
+pub fn raw_maps(net: &Network, cap: &Captured, m: &dyn Method, o: MapOptions) -> Result<Vec<Vec<postprocess::Map>>> {
     let mut out = vec![];
     for c in &cap.layers {
         let (n, k, h, w) = c.activations.dims4()?;
         let a = c.activations.flatten_all()?.to_vec1::<f32>()?;
         let mut g = c.gradients.flatten_all()?.to_vec1::<f32>()?;
-        if counterfactual {
+        if o.counterfactual {
             g.iter_mut().for_each(|v| *v = -*v);
         }
         let per = k * h * w;
-        let maps = (0..n)
-            .map(|i| {
-                postprocess::Map::new(
-                    h,
-                    w,
-                    m.map(
-                        &a[i * per..(i + 1) * per],
-                        &g[i * per..(i + 1) * per],
-                        k,
-                        h * w,
-                    ),
-                )
-            })
-            .collect();
+        let mut maps = Vec::with_capacity(n);
+        for i in 0..n {
+            let layer =
+                methods::Layer { a: &a[i * per..(i + 1) * per], g: &g[i * per..(i + 1) * per], k, h, w, hw: h * w };
+            let scorer = NetScorer {
+                net,
+                stage: c.stage,
+                input: cap.input.narrow(0, i, 1)?,
+                class: cap.classes[i],
+                score: cap.score,
+                batch: o.batch_size,
+            };
+            let contrib = m.contributions(&layer, &scorer)?;
+            let map = if o.eigen_smooth || m.always_project() {
+                methods::first_component_projection(&contrib, k, h * w)
+            } else {
+                methods::sum_channels(&contrib, h * w)
+            };
+            maps.push(postprocess::Map::new(h, w, map));
+        }
         out.push(maps);
     }
     Ok(out)
@@ -238,11 +266,75 @@ pub fn final_maps(raw: &[Vec<postprocess::Map>], size: (usize, usize)) -> Vec<po
     let n = raw.first().map_or(0, Vec::len);
     (0..n)
         .map(|i| {
-            let per_layer: Vec<postprocess::Map> = raw
-                .iter()
-                .map(|layer| layer[i].relu().min_max().resize(size.0, size.1))
-                .collect();
+            let per_layer: Vec<postprocess::Map> =
+                raw.iter().map(|layer| layer[i].relu().min_max().resize(size.0, size.1)).collect();
             postprocess::combine_layers(&per_layer)
         })
         .collect()
+}
+
+/// The final maps of several methods for a batch: `out[method][image]` at the input's size. One forward and
+/// one backward serve every method; `trunk` is [`Explainer::prefix`] of `x` when the caller has it already.
+pub fn maps_for(
+    ex: &Explainer,
+    x: &Tensor,
+    trunk: Option<&Tensor>,
+    classes: &[usize],
+    score: Score,
+    methods: &[&dyn Method],
+    o: MapOptions,
+) -> Result<Vec<Vec<postprocess::Map>>> {
+    let (_, _, h, w) = x.dims4()?;
+    let cap = match trunk {
+        Some(t) => ex.capture_from(x, t, classes, score)?,
+        None => ex.capture(x, classes, score)?,
+    };
+    methods.iter().map(|m| Ok(final_maps(&raw_maps(ex.net, &cap, *m, o)?, (h, w)))).collect()
+}
+
+/// The 6 test-time augmentations of the reference's `aug_smooth` (ttach: horizontal flip × multiply by
+/// 0.9, 1, 1.1): each map is computed on the augmented input, mapped back (flipped back), and the maps are
+/// averaged. `out[method][image]`.
+pub fn maps_aug_smooth(
+    ex: &Explainer,
+    x: &Tensor,
+    classes: &[usize],
+    score: Score,
+    methods: &[&dyn Method],
+    o: MapOptions,
+) -> Result<Vec<Vec<postprocess::Map>>> {
+    let (n, _, _, w) = x.dims4()?;
+    let rev = Tensor::from_iter((0..w as u32).rev(), x.device())?;
+    let mut acc: Option<Vec<Vec<postprocess::Map>>> = None;
+    let mut count = 0;
+    for flip in [false, true] {
+        for factor in [0.9f64, 1.0, 1.1] {
+            let xf = if flip { x.index_select(&rev, 3)? } else { x.clone() };
+            let maps = maps_for(ex, &(xf * factor)?, None, classes, score, methods, o)?;
+            let maps: Vec<Vec<postprocess::Map>> = maps
+                .into_iter()
+                .map(|per| per.into_iter().map(|m| if flip { m.flip_horizontal() } else { m }).collect())
+                .collect();
+            acc = Some(match acc {
+                None => maps,
+                Some(mut a) => {
+                    for (am, mm) in a.iter_mut().zip(&maps) {
+                        for (ai, mi) in am.iter_mut().zip(mm) {
+                            ai.data.iter_mut().zip(&mi.data).for_each(|(p, q)| *p += q);
+                        }
+                    }
+                    a
+                }
+            });
+            count += 1;
+        }
+    }
+    let mut out = acc.unwrap_or_default();
+    for per in &mut out {
+        for m in per.iter_mut() {
+            m.data.iter_mut().for_each(|v| *v /= count as f32);
+        }
+    }
+    debug_assert!(out.iter().all(|p| p.len() == n));
+    Ok(out)
 }

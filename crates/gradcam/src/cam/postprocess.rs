@@ -18,11 +18,7 @@ impl Map {
     }
 
     pub fn relu(&self) -> Map {
-        Map::new(
-            self.h,
-            self.w,
-            self.data.iter().map(|v| v.max(0.0)).collect(),
-        )
+        Map::new(self.h, self.w, self.data.iter().map(|v| v.max(0.0)).collect())
     }
 
     /// x − min, then / (1e-7 + max), as pytorch-grad-cam's `scale_cam_image`.
@@ -30,11 +26,7 @@ impl Map {
         let mn = self.data.iter().fold(f32::INFINITY, |a, b| a.min(*b));
         let shifted: Vec<f32> = self.data.iter().map(|v| v - mn).collect();
         let mx = shifted.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-        Map::new(
-            self.h,
-            self.w,
-            shifted.iter().map(|v| v / (1e-7 + mx)).collect(),
-        )
+        Map::new(self.h, self.w, shifted.iter().map(|v| v / (1e-7 + mx)).collect())
     }
 
     /// Bilinear resize with half-pixel centres and clamped edges (cv2.resize, INTER_LINEAR).
@@ -65,10 +57,7 @@ impl Map {
         let (ys, xs) = (axis(h, self.h), axis(w, self.w));
         let mut out = Vec::with_capacity(h * w);
         for &(y0, y1, ty) in &ys {
-            let (r0, r1) = (
-                &self.data[y0 * self.w..(y0 + 1) * self.w],
-                &self.data[y1 * self.w..(y1 + 1) * self.w],
-            );
+            let (r0, r1) = (&self.data[y0 * self.w..(y0 + 1) * self.w], &self.data[y1 * self.w..(y1 + 1) * self.w]);
             for &(x0, x1, tx) in &xs {
                 let top = r0[x0] * (1.0 - tx) + r0[x1] * tx;
                 let bot = r1[x0] * (1.0 - tx) + r1[x1] * tx;
@@ -76,6 +65,12 @@ impl Map {
             }
         }
         Map::new(h, w, out)
+    }
+
+    /// Mirror left-right.
+    pub fn flip_horizontal(&self) -> Map {
+        let data = self.data.chunks_exact(self.w).flat_map(|r| r.iter().rev().copied()).collect();
+        Map::new(self.h, self.w, data)
     }
 
     pub fn max(&self) -> f32 {
@@ -132,12 +127,7 @@ pub fn bounding_box(m: &Map, frac: f32) -> Option<BBox> {
         seen[start] = true;
         stack.push(start);
         let mut count = 0;
-        let mut b = BBox {
-            x0: usize::MAX,
-            y0: usize::MAX,
-            x1: 0,
-            y1: 0,
-        };
+        let mut b = BBox { x0: usize::MAX, y0: usize::MAX, x1: 0, y1: 0 };
         while let Some(p) = stack.pop() {
             count += 1;
             let (y, x) = (p / m.w, p % m.w);
@@ -187,14 +177,6 @@ mod tests {
             }
         }
         let b = bounding_box(&Map::new(10, 10, d), 0.15).unwrap();
-        assert_eq!(
-            b,
-            BBox {
-                x0: 3,
-                y0: 5,
-                x1: 9,
-                y1: 8
-            }
-        );
+        assert_eq!(b, BBox { x0: 3, y0: 5, x1: 9, y1: 8 });
     }
 }

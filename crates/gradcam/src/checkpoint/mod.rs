@@ -46,10 +46,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         if bytes.is_empty() {
-            return Err(Error::checkpoint(
-                path,
-                "the file is empty (0 bytes), expected a checkpoint",
-            ));
+            return Err(Error::checkpoint(path, "the file is empty (0 bytes), expected a checkpoint"));
         }
         let format = Format::sniff(&bytes[..bytes.len().min(16)]).ok_or_else(|| {
             Error::checkpoint(
@@ -64,25 +61,17 @@ impl Checkpoint {
                 .map(|(k, v)| Ok((k, v.to_dtype(candle_core::DType::F32)?)))
                 .collect::<Result<HashMap<_, _>>>()?,
             Format::TorchZip => pth::load_zip(&bytes).map_err(|m| Error::checkpoint(path, m))?,
-            Format::TorchLegacy => {
-                pth::load_legacy(&bytes).map_err(|m| Error::checkpoint(path, m))?
-            }
+            Format::TorchLegacy => pth::load_legacy(&bytes).map_err(|m| Error::checkpoint(path, m))?,
         };
         let tensors = unwrap_prefix(tensors);
         if tensors.is_empty() {
             return Err(Error::checkpoint(path, "the checkpoint holds no tensors"));
         }
-        Ok(Checkpoint {
-            path: path.to_path_buf(),
-            tensors,
-        })
+        Ok(Checkpoint { path: path.to_path_buf(), tensors })
     }
 
     /// Save as safetensors (written to a temporary name, then renamed).
-    pub fn save_safetensors(
-        tensors: &HashMap<String, Tensor>,
-        path: impl AsRef<Path>,
-    ) -> Result<()> {
+    pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let tmp = crate::util::temp_sibling(path);
         candle_core::safetensors::save(tensors, &tmp)?;
@@ -93,9 +82,7 @@ impl Checkpoint {
 /// `module.` (DataParallel) is stripped when every name has it.
 fn unwrap_prefix(t: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     if !t.is_empty() && t.keys().all(|k| k.starts_with("module.")) {
-        t.into_iter()
-            .map(|(k, v)| (k["module.".len()..].to_string(), v))
-            .collect()
+        t.into_iter().map(|(k, v)| (k["module.".len()..].to_string(), v)).collect()
     } else {
         t
     }

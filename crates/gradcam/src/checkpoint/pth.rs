@@ -10,9 +10,8 @@ use std::io::{Cursor, Read};
 type R<T> = std::result::Result<T, String>;
 
 /// A legacy file starts with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
-pub(crate) const LEGACY_MAGIC: [u8; 15] = [
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e,
-];
+pub(crate) const LEGACY_MAGIC: [u8; 15] =
+    [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Elem {
@@ -90,9 +89,7 @@ fn usizes(o: &Object) -> R<Vec<usize>> {
     match o {
         Object::Tuple(v) | Object::List(v) => v
             .iter()
-            .map(|x| {
-                int(x).and_then(|i| usize::try_from(i).map_err(|_| format!("negative size {i}")))
-            })
+            .map(|x| int(x).and_then(|i| usize::try_from(i).map_err(|_| format!("negative size {i}"))))
             .collect(),
         other => Err(format!("expected a tuple of integers, found {other:?}")),
     }
@@ -129,24 +126,16 @@ fn as_view(name: &str, o: &Object) -> R<Option<View>> {
         return Err(format!("tensor `{name}`: malformed arguments"));
     };
     if a.len() < 4 {
-        return Err(format!(
-            "tensor `{name}`: {} arguments, expected at least 4",
-            a.len()
-        ));
+        return Err(format!("tensor `{name}`: {} arguments, expected at least 4", a.len()));
     }
     let Object::PersistentLoad(pid) = &a[0] else {
-        return Err(format!(
-            "tensor `{name}`: its storage is not a persistent reference"
-        ));
+        return Err(format!("tensor `{name}`: its storage is not a persistent reference"));
     };
     let Object::Tuple(pid) = pid.as_ref() else {
         return Err(format!("tensor `{name}`: malformed storage id"));
     };
     if pid.len() < 5 {
-        return Err(format!(
-            "tensor `{name}`: storage id has {} fields, expected 5 or more",
-            pid.len()
-        ));
+        return Err(format!("tensor `{name}`: storage id has {} fields, expected 5 or more", pid.len()));
     }
     let elem = match &pid[1] {
         Object::Class { class_name, .. } => {
@@ -156,31 +145,15 @@ fn as_view(name: &str, o: &Object) -> R<Option<View>> {
     };
     let storage_key = match &pid[2] {
         Object::Unicode(s) => s.clone(),
-        other => {
-            return Err(format!(
-                "tensor `{name}`: storage key {other:?} is not a string"
-            ))
-        }
+        other => return Err(format!("tensor `{name}`: storage key {other:?} is not a string")),
     };
-    let offset =
-        usize::try_from(int(&a[1])?).map_err(|_| format!("tensor `{name}`: negative offset"))?;
+    let offset = usize::try_from(int(&a[1])?).map_err(|_| format!("tensor `{name}`: negative offset"))?;
     let size = usizes(&a[2]).map_err(|e| format!("tensor `{name}`: size: {e}"))?;
     let stride = usizes(&a[3]).map_err(|e| format!("tensor `{name}`: stride: {e}"))?;
     if size.len() != stride.len() {
-        return Err(format!(
-            "tensor `{name}`: {} sizes but {} strides",
-            size.len(),
-            stride.len()
-        ));
+        return Err(format!("tensor `{name}`: {} sizes but {} strides", size.len(), stride.len()));
     }
-    Ok(Some(View {
-        name: name.to_string(),
-        storage_key,
-        elem,
-        offset,
-        size,
-        stride,
-    }))
+    Ok(Some(View { name: name.to_string(), storage_key, elem, offset, size, stride }))
 }
 
 /// The tensors of a (possibly nested) state dict.
@@ -198,10 +171,7 @@ fn collect_views(obj: &Object) -> R<Vec<View>> {
     if views.is_empty() {
         // A training checkpoint: {"state_dict": {...}} or {"model": {...}}.
         for key in ["state_dict", "model_state_dict", "model", "net"] {
-            if let Some((_, v)) = items
-                .iter()
-                .find(|(k, _)| matches!(k, Object::Unicode(s) if s == key))
-            {
+            if let Some((_, v)) = items.iter().find(|(k, _)| matches!(k, Object::Unicode(s) if s == key)) {
                 if let Ok(v) = collect_views(v) {
                     if !v.is_empty() {
                         return Ok(v);
@@ -219,12 +189,7 @@ fn materialise(v: &View, storage: &[u8]) -> R<Tensor> {
     let numel_storage = storage.len() / es;
     let numel: usize = v.size.iter().product();
     if numel > 0 {
-        let last = v.offset
-            + v.size
-                .iter()
-                .zip(&v.stride)
-                .map(|(s, st)| (s - 1) * st)
-                .sum::<usize>();
+        let last = v.offset + v.size.iter().zip(&v.stride).map(|(s, st)| (s - 1) * st).sum::<usize>();
         if last >= numel_storage {
             return Err(format!(
                 "tensor `{}`: its view (offset {}, size {:?}, stride {:?}) reaches element {last} of a storage of {numel_storage} (file truncated?)",
@@ -251,18 +216,13 @@ fn materialise(v: &View, storage: &[u8]) -> R<Tensor> {
 
 fn read_pickle(r: &mut Cursor<&[u8]>, what: &str) -> R<Object> {
     let mut stack = Stack::empty();
-    stack
-        .read_loop(r)
-        .map_err(|e| format!("cannot parse the {what} pickle: {e}"))?;
-    stack
-        .finalize()
-        .map_err(|e| format!("cannot parse the {what} pickle: {e}"))
+    stack.read_loop(r).map_err(|e| format!("cannot parse the {what} pickle: {e}"))?;
+    stack.finalize().map_err(|e| format!("cannot parse the {what} pickle: {e}"))
 }
 
 /// PyTorch's zip format: `<dir>/data.pkl` describes the tensors, `<dir>/data/<key>` holds each storage.
 pub(crate) fn load_zip(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format!("not a readable zip file: {e}"))?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a readable zip file: {e}"))?;
     let pkl = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl"))
@@ -306,16 +266,9 @@ pub(crate) fn load_legacy(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
     let views = collect_views(&obj)?;
     let keys = match read_pickle(&mut r, "storage keys")? {
         Object::List(k) | Object::Tuple(k) => k,
-        other => {
-            return Err(format!(
-                "expected the list of storage keys, found {other:?}"
-            ))
-        }
+        other => return Err(format!("expected the list of storage keys, found {other:?}")),
     };
-    let elem_of: HashMap<&str, Elem> = views
-        .iter()
-        .map(|v| (v.storage_key.as_str(), v.elem))
-        .collect();
+    let elem_of: HashMap<&str, Elem> = views.iter().map(|v| (v.storage_key.as_str(), v.elem)).collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     let mut pos = r.position() as usize;
     for k in keys {
@@ -323,27 +276,21 @@ pub(crate) fn load_legacy(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
             return Err("a storage key is not a string".into());
         };
         let es = elem_of.get(k.as_str()).map_or(1, |e| e.size());
-        let head = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| format!("storage {k}: the file ends before it (truncated?)"))?;
+        let head =
+            bytes.get(pos..pos + 8).ok_or_else(|| format!("storage {k}: the file ends before it (truncated?)"))?;
         let n = u64::from_le_bytes(head.try_into().map_err(|_| "bad storage header")?) as usize;
-        let len = n
-            .checked_mul(es)
-            .ok_or_else(|| format!("storage {k}: absurd size {n}"))?;
-        let body = bytes.get(pos + 8..pos + 8 + len).ok_or_else(|| {
-            format!("storage {k}: {len} bytes announced, the file ends before (truncated?)")
-        })?;
+        let len = n.checked_mul(es).ok_or_else(|| format!("storage {k}: absurd size {n}"))?;
+        let body = bytes
+            .get(pos + 8..pos + 8 + len)
+            .ok_or_else(|| format!("storage {k}: {len} bytes announced, the file ends before (truncated?)"))?;
         storages.insert(k, body);
         pos += 8 + len;
     }
     let mut out = HashMap::new();
     for v in views {
-        let s = storages.get(&v.storage_key).ok_or_else(|| {
-            format!(
-                "tensor `{}`: its storage {} is not in the file",
-                v.name, v.storage_key
-            )
-        })?;
+        let s = storages
+            .get(&v.storage_key)
+            .ok_or_else(|| format!("tensor `{}`: its storage {} is not in the file", v.name, v.storage_key))?;
         let t = materialise(&v, s)?;
         out.insert(v.name, t);
     }

@@ -72,12 +72,7 @@ impl MbConv {
         let mid = cin * expand;
         let same = Padding::TfSame;
         let expand = if expand != 1 {
-            Some(ConvBn::new(
-                vb.pp("_expand_conv"),
-                vb.pp("_bn0"),
-                ConvSpec::new(cin, mid, 1, 1, same),
-                EPS,
-            )?)
+            Some(ConvBn::new(vb.pp("_expand_conv"), vb.pp("_bn0"), ConvSpec::new(cin, mid, 1, 1, same), EPS)?)
         } else {
             None
         };
@@ -89,12 +84,7 @@ impl MbConv {
                 ConvSpec::depthwise(mid, k, stride, same),
                 EPS,
             )?,
-            project: ConvBn::new(
-                vb.pp("_project_conv"),
-                vb.pp("_bn2"),
-                ConvSpec::new(mid, cout, 1, 1, same),
-                EPS,
-            )?,
+            project: ConvBn::new(vb.pp("_project_conv"), vb.pp("_bn2"), ConvSpec::new(mid, cout, 1, 1, same), EPS)?,
             skip: stride == 1 && cin == cout,
         })
     }
@@ -136,23 +126,14 @@ pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network>
         params(variant).ok_or_else(|| Error::invalid(format!("no EfficientNet-Lite{variant}")))?;
     let vb = weights.var_builder(dev);
     let num_classes = weights.shape_of("_fc.weight").map_or(1000, |s| s[0]);
-    let stem = ConvBn::new(
-        vb.pp("_conv_stem"),
-        vb.pp("_bn0"),
-        ConvSpec::new(3, 32, 3, 2, Padding::TfSame),
-        EPS,
-    )?;
+    let stem = ConvBn::new(vb.pp("_conv_stem"), vb.pp("_bn0"), ConvSpec::new(3, 32, 3, 2, Padding::TfSame), EPS)?;
     let mut stages: Vec<(String, Box<dyn Stage>)> = vec![("stem".into(), Box::new(Stem(stem)))];
     let mut idx = 0;
     let mut cin = 32;
     for (i, &(r, k, s, e, _i, o)) in BLOCKS.iter().enumerate() {
         let cout = round_filters(o, width);
         let fixed = i == 0 || i == BLOCKS.len() - 1;
-        let repeats = if fixed {
-            r
-        } else {
-            (depth * r as f64).ceil() as usize
-        };
+        let repeats = if fixed { r } else { (depth * r as f64).ceil() as usize };
         for j in 0..repeats {
             let stride = if j == 0 { s } else { 1 };
             let name = format!("blocks.{idx}");
@@ -162,12 +143,7 @@ pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network>
             idx += 1;
         }
     }
-    let head = ConvBn::new(
-        vb.pp("_conv_head"),
-        vb.pp("_bn1"),
-        ConvSpec::new(cin, 1280, 1, 1, Padding::TfSame),
-        EPS,
-    )?;
+    let head = ConvBn::new(vb.pp("_conv_head"), vb.pp("_bn1"), ConvSpec::new(cin, 1280, 1, 1, Padding::TfSame), EPS)?;
     stages.push(("head".into(), Box::new(Head(head))));
     let fc = Linear::new(vb.pp("_fc"), 1280, num_classes)?;
     stages.push(("fc".into(), Box::new(Classifier(fc))));

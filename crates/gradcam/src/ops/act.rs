@@ -50,22 +50,16 @@ impl CustomOp1 for Act {
         let x = f32_slice(s, l, "activation")?;
         let a = self.0;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14))
-            .for_each(|(d, s)| {
-                for (d, s) in d.iter_mut().zip(s) {
-                    *d = a.f(*s);
-                }
-            });
+        y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(d, s)| {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = a.f(*s);
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(super::backward_op(
-            arg,
-            grad,
-            &ActBackward(self.0, self.1),
-        )?))
+        Ok(Some(super::backward_op(arg, grad, &ActBackward(self.0, self.1))?))
     }
 }
 
@@ -76,37 +70,18 @@ impl CustomOp2 for ActBackward {
         "gradcam-activation-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (
-            f32_slice(s1, l1, "activation backward")?,
-            f32_slice(s2, l2, "activation backward")?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_slice(s1, l1, "activation backward")?, f32_slice(s2, l2, "activation backward")?);
         if x.len() != g.len() {
-            candle_core::bail!(
-                "activation backward: {} inputs, {} gradients",
-                x.len(),
-                g.len()
-            )
+            candle_core::bail!("activation backward: {} inputs, {} gradients", x.len(), g.len())
         }
         let (a, guided) = (self.0, self.1 == Backprop::Guided);
         let mut d = vec![0f32; x.len()];
-        d.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
-            .for_each(|(d, (x, g))| {
-                for ((d, x), g) in d.iter_mut().zip(x).zip(g) {
-                    *d = if a.passes(*x) && (!guided || *g > 0.0) {
-                        *g
-                    } else {
-                        0.0
-                    };
-                }
-            });
+        d.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(|(d, (x, g))| {
+            for ((d, x), g) in d.iter_mut().zip(x).zip(g) {
+                *d = if a.passes(*x) && (!guided || *g > 0.0) { *g } else { 0.0 };
+            }
+        });
         Ok((CpuStorage::F32(d), l1.shape().clone()))
     }
 }
@@ -152,22 +127,10 @@ mod tests {
             let gs = (y * &g)?.sum_all()?.backward()?;
             gs.get(v.as_tensor()).unwrap().to_vec1::<f32>()
         };
-        assert_eq!(
-            run(Activation::Relu, Backprop::Plain)?,
-            vec![0., 0., -2., 4., 1., 1.]
-        );
-        assert_eq!(
-            run(Activation::Relu6, Backprop::Plain)?,
-            vec![0., 0., -2., 4., 0., 0.]
-        );
-        assert_eq!(
-            run(Activation::Relu, Backprop::Guided)?,
-            vec![0., 0., 0., 4., 1., 1.]
-        );
-        assert_eq!(
-            run(Activation::Relu6, Backprop::Guided)?,
-            vec![0., 0., 0., 4., 0., 0.]
-        );
+        assert_eq!(run(Activation::Relu, Backprop::Plain)?, vec![0., 0., -2., 4., 1., 1.]);
+        assert_eq!(run(Activation::Relu6, Backprop::Plain)?, vec![0., 0., -2., 4., 0., 0.]);
+        assert_eq!(run(Activation::Relu, Backprop::Guided)?, vec![0., 0., 0., 4., 1., 1.]);
+        assert_eq!(run(Activation::Relu6, Backprop::Guided)?, vec![0., 0., 0., 4., 0., 0.]);
         Ok(())
     }
 }

@@ -17,12 +17,7 @@ pub struct Pad {
 
 impl Pad {
     pub fn same(p: usize) -> Self {
-        Pad {
-            top: p,
-            left: p,
-            bottom: p,
-            right: p,
-        }
+        Pad { top: p, left: p, bottom: p, right: p }
     }
     fn is_zero(&self) -> bool {
         *self == Pad::default()
@@ -39,11 +34,7 @@ pub struct ConvConfig {
 
 impl ConvConfig {
     pub fn new(stride: usize, pad: Pad, groups: usize) -> Self {
-        ConvConfig {
-            stride: (stride, stride),
-            pad,
-            groups,
-        }
+        ConvConfig { stride: (stride, stride), pad, groups }
     }
 
     /// TensorFlow 'SAME' padding for an input of `(h, w)`: output ceil(in / stride), the odd pixel at the
@@ -54,16 +45,7 @@ impl ConvConfig {
             ((o - 1) * stride + k).saturating_sub(i)
         };
         let (ph, pw) = (p(h, k.0), p(w, k.1));
-        ConvConfig::new(
-            stride,
-            Pad {
-                top: ph / 2,
-                left: pw / 2,
-                bottom: ph - ph / 2,
-                right: pw - pw / 2,
-            },
-            groups,
-        )
+        ConvConfig::new(stride, Pad { top: ph / 2, left: pw / 2, bottom: ph - ph / 2, right: pw - pw / 2 }, groups)
     }
 }
 
@@ -83,18 +65,12 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(
-        x: (usize, usize, usize, usize),
-        wt: (usize, usize, usize, usize),
-        cfg: ConvConfig,
-    ) -> Result<Self> {
+    fn new(x: (usize, usize, usize, usize), wt: (usize, usize, usize, usize), cfg: ConvConfig) -> Result<Self> {
         let (n, c, h, w) = x;
         let (o, cg, kh, kw) = wt;
         let g = cfg.groups;
         if g == 0 || c % g != 0 || o % g != 0 || c / g != cg {
-            candle_core::bail!(
-                "conv2d: input has {c} channels, weight {o}x{cg}x{kh}x{kw} with {g} groups do not fit"
-            )
+            candle_core::bail!("conv2d: input has {c} channels, weight {o}x{cg}x{kh}x{kw} with {g} groups do not fit")
         }
         let (sh, sw) = cfg.stride;
         let hp = h + cfg.pad.top + cfg.pad.bottom;
@@ -102,18 +78,7 @@ impl Geom {
         if hp < kh || wp < kw || sh == 0 || sw == 0 {
             candle_core::bail!("conv2d: kernel {kh}x{kw} larger than padded input {hp}x{wp}")
         }
-        Ok(Geom {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            ho: (hp - kh) / sh + 1,
-            wo: (wp - kw) / sw + 1,
-            cfg,
-        })
+        Ok(Geom { n, c, h, w, o, kh, kw, ho: (hp - kh) / sh + 1, wo: (wp - kw) / sw + 1, cfg })
     }
     fn depthwise(&self) -> bool {
         self.cfg.groups == self.c && self.o == self.c
@@ -215,53 +180,44 @@ fn matmul(
 /// col[(c*kh+ky)*kw+kx][oy*wo+ox] = x[c][iy][ix] (0 outside), for `cg` channels of one image.
 fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
     let (kh, kw, p) = (g.kh, g.kw, g.p());
-    col.par_chunks_mut(kh * kw * p)
-        .take(cg)
-        .enumerate()
-        .for_each(|(c, rows)| {
-            let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = &mut rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
-                    let (lo, hi) = g.ox_range(kx);
-                    for oy in 0..g.ho {
-                        let r = &mut row[oy * g.wo..(oy + 1) * g.wo];
-                        match g.iy(oy, ky) {
-                            None => r.fill(0.0),
-                            Some(iy) => {
-                                r[..lo].fill(0.0);
-                                r[hi..].fill(0.0);
-                                let src = &plane[iy * g.w..(iy + 1) * g.w];
-                                let sw = g.cfg.stride.1;
-                                for (ox, v) in r[lo..hi].iter_mut().enumerate() {
-                                    *v = src[(ox + lo) * sw + kx - g.cfg.pad.left];
-                                }
+    col.par_chunks_mut(kh * kw * p).take(cg).enumerate().for_each(|(c, rows)| {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
+                let (lo, hi) = g.ox_range(kx);
+                for oy in 0..g.ho {
+                    let r = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    match g.iy(oy, ky) {
+                        None => r.fill(0.0),
+                        Some(iy) => {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                            let src = &plane[iy * g.w..(iy + 1) * g.w];
+                            let sw = g.cfg.stride.1;
+                            for (ox, v) in r[lo..hi].iter_mut().enumerate() {
+                                *v = src[(ox + lo) * sw + kx - g.cfg.pad.left];
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// dx[c][iy][ix] += col[(c*kh+ky)*kw+kx][oy*wo+ox], for `cg` channels of one image.
 fn col2im(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32]) {
     let (taps, p) = (g.kh * g.kw, g.p());
-    dx.par_chunks_mut(g.h * g.w)
-        .take(cg)
-        .enumerate()
-        .for_each(|(c, plane)| {
-            let rows = &col[c * taps * p..(c + 1) * taps * p];
-            g.taps(|t, oy, iy, lo, hi| {
-                let (src, dst) = (
-                    &rows[t * p + oy * g.wo..],
-                    &mut plane[iy * g.w..(iy + 1) * g.w],
-                );
-                for ox in lo..hi {
-                    dst[g.ix(t, ox)] += src[ox];
-                }
-            });
+    dx.par_chunks_mut(g.h * g.w).take(cg).enumerate().for_each(|(c, plane)| {
+        let rows = &col[c * taps * p..(c + 1) * taps * p];
+        g.taps(|t, oy, iy, lo, hi| {
+            let (src, dst) = (&rows[t * p + oy * g.wo..], &mut plane[iy * g.w..(iy + 1) * g.w]);
+            for ox in lo..hi {
+                dst[g.ix(t, ox)] += src[ox];
+            }
         });
+    });
 }
 
 fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
@@ -271,15 +227,9 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
         out.par_chunks_mut(p).enumerate().for_each(|(nc, dst)| {
             let c = nc % g.c;
             dst.fill(bias[c]);
-            let (src, wc) = (
-                &x[nc * g.h * g.w..(nc + 1) * g.h * g.w],
-                &wt[c * g.kh * g.kw..],
-            );
+            let (src, wc) = (&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], &wt[c * g.kh * g.kw..]);
             g.taps(|t, oy, iy, lo, hi| {
-                let (s, d) = (
-                    &src[iy * g.w..(iy + 1) * g.w],
-                    &mut dst[oy * g.wo..(oy + 1) * g.wo],
-                );
+                let (s, d) = (&src[iy * g.w..(iy + 1) * g.w], &mut dst[oy * g.wo..(oy + 1) * g.wo]);
                 for ox in lo..hi {
                     d[ox] += wc[t] * s[g.ix(t, ox)];
                 }
@@ -290,11 +240,7 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
-    let mut col = if g.pointwise() {
-        Vec::new()
-    } else {
-        vec![0f32; k * p]
-    };
+    let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
     for n in 0..g.n {
         for gi in 0..groups {
             let xs = &x[(n * g.c + gi * cg) * g.h * g.w..];
@@ -318,37 +264,27 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
     let p = g.p();
     let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
     if g.depthwise() {
-        dx.par_chunks_mut(g.h * g.w)
-            .enumerate()
-            .for_each(|(nc, dst)| {
-                let c = nc % g.c;
-                let (src, wc) = (&gy[nc * p..(nc + 1) * p], &wt[c * g.kh * g.kw..]);
-                g.taps(|t, oy, iy, lo, hi| {
-                    let (s, d) = (
-                        &src[oy * g.wo..(oy + 1) * g.wo],
-                        &mut dst[iy * g.w..(iy + 1) * g.w],
-                    );
-                    for ox in lo..hi {
-                        d[g.ix(t, ox)] += wc[t] * s[ox];
-                    }
-                });
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(nc, dst)| {
+            let c = nc % g.c;
+            let (src, wc) = (&gy[nc * p..(nc + 1) * p], &wt[c * g.kh * g.kw..]);
+            g.taps(|t, oy, iy, lo, hi| {
+                let (s, d) = (&src[oy * g.wo..(oy + 1) * g.wo], &mut dst[iy * g.w..(iy + 1) * g.w]);
+                for ox in lo..hi {
+                    d[g.ix(t, ox)] += wc[t] * s[ox];
+                }
             });
+        });
         return dx;
     }
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
-    let mut col = if g.pointwise() {
-        Vec::new()
-    } else {
-        vec![0f32; k * p]
-    };
+    let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
     for n in 0..g.n {
         for gi in 0..groups {
             let gys = &gy[(n * g.o + gi * og) * p..];
             let wg = &wt[gi * og * k..];
-            let dxs =
-                &mut dx[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+            let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
             // cols (k×p) = W_gᵀ (k×og) · gy_g (og×p)
             if g.pointwise() {
                 matmul(dxs, false, wg, 1, k, gys, k, p, og);
@@ -379,17 +315,9 @@ impl CustomOp3 for Conv2dOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(dims4(l1, "conv2d")?, dims4(l2, "conv2d")?, self.0)?;
-        let (x, w, b) = (
-            f32_slice(s1, l1, "conv2d")?,
-            f32_slice(s2, l2, "conv2d")?,
-            f32_slice(s3, l3, "conv2d")?,
-        );
+        let (x, w, b) = (f32_slice(s1, l1, "conv2d")?, f32_slice(s2, l2, "conv2d")?, f32_slice(s3, l3, "conv2d")?);
         if b.len() != g.o {
-            candle_core::bail!(
-                "conv2d: bias has {} values for {} output channels",
-                b.len(),
-                g.o
-            )
+            candle_core::bail!("conv2d: bias has {} values for {} output channels", b.len(), g.o)
         }
         let y = forward(x, w, b, &g);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
@@ -404,15 +332,7 @@ impl CustomOp3 for Conv2dOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
-        let dx = super::backward_op(
-            grad,
-            w,
-            &Conv2dInputGradOp {
-                cfg: self.0,
-                h,
-                w: wd,
-            },
-        )?;
+        let dx = super::backward_op(grad, w, &Conv2dInputGradOp { cfg: self.0, h, w: wd })?;
         Ok((Some(dx), None, None))
     }
 }
@@ -429,28 +349,15 @@ impl CustomOp2 for Conv2dInputGradOp {
         "gradcam-conv2d-input-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, o, ho, wo) = dims4(l1, "conv2d backward")?;
         let (o2, cg, kh, kw) = dims4(l2, "conv2d backward")?;
         let c = cg * self.cfg.groups;
         let g = Geom::new((n, c, self.h, self.w), (o2, cg, kh, kw), self.cfg)?;
         if o != o2 || g.ho != ho || g.wo != wo {
-            candle_core::bail!(
-                "conv2d backward: gradient shape {:?} does not fit the convolution",
-                l1.dims()
-            )
+            candle_core::bail!("conv2d backward: gradient shape {:?} does not fit the convolution", l1.dims())
         }
-        let dx = input_grad(
-            f32_slice(s1, l1, "conv2d backward")?,
-            f32_slice(s2, l2, "conv2d backward")?,
-            &g,
-        );
+        let dx = input_grad(f32_slice(s1, l1, "conv2d backward")?, f32_slice(s2, l2, "conv2d backward")?, &g);
         Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
     }
 }
@@ -471,9 +378,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Re
 /// The same convolution with candle's stock ops (explicit zero padding, then `conv2d`).
 pub fn conv2d_stock(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Result<Tensor> {
     let p = cfg.pad;
-    let x = x
-        .pad_with_zeros(2, p.top, p.bottom)?
-        .pad_with_zeros(3, p.left, p.right)?;
+    let x = x.pad_with_zeros(2, p.top, p.bottom)?.pad_with_zeros(3, p.left, p.right)?;
     if cfg.stride.0 != cfg.stride.1 {
         candle_core::bail!("conv2d: candle's stock conv needs equal strides")
     }
@@ -500,30 +405,9 @@ mod tests {
             ((2, 8, 7, 6), (6, 1), ConvConfig::new(1, Pad::default(), 1)),
             ((1, 8, 9, 9), (4, 1), ConvConfig::new(2, Pad::default(), 1)),
             ((2, 6, 9, 8), (6, 3), ConvConfig::new(1, Pad::same(1), 6)),
-            (
-                (1, 6, 12, 11),
-                (6, 5),
-                ConvConfig::tf_same(12, 11, (5, 5), 2, 6),
-            ),
-            (
-                (1, 4, 10, 10),
-                (4, 3),
-                ConvConfig::tf_same(10, 10, (3, 3), 2, 1),
-            ),
-            (
-                (1, 8, 7, 9),
-                (4, 3),
-                ConvConfig::new(
-                    1,
-                    Pad {
-                        top: 0,
-                        left: 2,
-                        bottom: 1,
-                        right: 0,
-                    },
-                    2,
-                ),
-            ),
+            ((1, 6, 12, 11), (6, 5), ConvConfig::tf_same(12, 11, (5, 5), 2, 6)),
+            ((1, 4, 10, 10), (4, 3), ConvConfig::tf_same(10, 10, (3, 3), 2, 1)),
+            ((1, 8, 7, 9), (4, 3), ConvConfig::new(1, Pad { top: 0, left: 2, bottom: 1, right: 0 }, 2)),
         ]
     }
 
@@ -543,10 +427,7 @@ mod tests {
             let r = rand(ours.dims(), 9);
             let g1 = (ours * &r)?.sum_all()?.backward()?;
             let g2 = (stock * &r)?.sum_all()?.backward()?;
-            let (a, b) = (
-                g1.get(xv.as_tensor()).unwrap(),
-                g2.get(xs.as_tensor()).unwrap(),
-            );
+            let (a, b) = (g1.get(xv.as_tensor()).unwrap(), g2.get(xs.as_tensor()).unwrap());
             let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-5, "case {i}: input gradient differs by {d}");
         }
@@ -568,25 +449,9 @@ mod tests {
     #[test]
     fn tf_same_padding_puts_the_odd_pixel_bottom_right() {
         let c = ConvConfig::tf_same(224, 224, (3, 3), 2, 1);
-        assert_eq!(
-            c.pad,
-            Pad {
-                top: 0,
-                left: 0,
-                bottom: 1,
-                right: 1
-            }
-        );
+        assert_eq!(c.pad, Pad { top: 0, left: 0, bottom: 1, right: 1 });
         let c = ConvConfig::tf_same(112, 112, (5, 5), 2, 1);
-        assert_eq!(
-            c.pad,
-            Pad {
-                top: 1,
-                left: 1,
-                bottom: 2,
-                right: 2
-            }
-        );
+        assert_eq!(c.pad, Pad { top: 1, left: 1, bottom: 2, right: 2 });
         let c = ConvConfig::tf_same(14, 14, (3, 3), 1, 1);
         assert_eq!(c.pad, Pad::same(1));
     }

@@ -61,24 +61,13 @@ pub(crate) mod testutil {
 
     /// Compare the analytic gradient of sum(f(x) * r) with central finite differences (in f64 via f32
     /// evaluations) at `probes` positions. Returns the worst absolute error relative to max |grad|.
-    pub fn fd_check(
-        x: &Tensor,
-        f: &dyn Fn(&Tensor) -> Result<Tensor>,
-        probes: usize,
-        eps: f32,
-    ) -> f32 {
+    pub fn fd_check(x: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>, probes: usize, eps: f32) -> f32 {
         let xv = Var::from_tensor(x).unwrap();
         let y = f(xv.as_tensor()).unwrap();
         let r = rand(y.dims(), 77);
         let loss = (y * &r).unwrap().sum_all().unwrap();
         let g = loss.backward().unwrap();
-        let gx = g
-            .get(xv.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let gx = g.get(xv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let base = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let n = base.len();
         let gmax = gx.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -90,12 +79,7 @@ pub(crate) mod testutil {
                 v[i] += d;
                 let t = Tensor::from_vec(v, x.dims(), x.device()).unwrap();
                 let y = f(&t).unwrap();
-                (y * &r)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap() as f64
+                (y * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
             };
             let num = ((eval(eps) - eval(-eps)) / (2.0 * eps as f64)) as f32;
             worst = worst.max((num - gx[i]).abs() / gmax);

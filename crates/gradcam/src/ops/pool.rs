@@ -22,15 +22,10 @@ impl PoolConfig {
     fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> Option<usize> {
         let mut best: Option<(usize, f32)> = None;
         for ky in 0..self.kernel {
-            let iy = (oy * self.stride + ky)
-                .checked_sub(self.pad)
-                .filter(|&v| v < h);
+            let iy = (oy * self.stride + ky).checked_sub(self.pad).filter(|&v| v < h);
             let Some(iy) = iy else { continue };
             for kx in 0..self.kernel {
-                let Some(ix) = (ox * self.stride + kx)
-                    .checked_sub(self.pad)
-                    .filter(|&v| v < w)
-                else {
+                let Some(ix) = (ox * self.stride + kx).checked_sub(self.pad).filter(|&v| v < w) else {
                     continue;
                 };
                 let v = plane[iy * w + ix];
@@ -55,10 +50,7 @@ impl CustomOp1 for MaxPool {
         let x = f32_slice(s, l, "max_pool2d")?;
         let p = self.0;
         if h + 2 * p.pad < p.kernel || w + 2 * p.pad < p.kernel || p.stride == 0 {
-            candle_core::bail!(
-                "max_pool2d: window {} larger than the padded input {h}x{w}",
-                p.kernel
-            )
+            candle_core::bail!("max_pool2d: window {} larger than the padded input {h}x{w}", p.kernel)
         }
         let (ho, wo) = (p.out(h), p.out(w));
         let mut y = vec![0f32; n * c * ho * wo];
@@ -66,9 +58,7 @@ impl CustomOp1 for MaxPool {
             let plane = &x[i * h * w..(i + 1) * h * w];
             for oy in 0..ho {
                 for ox in 0..wo {
-                    out[oy * wo + ox] = p
-                        .argmax(plane, h, w, oy, ox)
-                        .map_or(f32::NEG_INFINITY, |j| plane[j]);
+                    out[oy * wo + ox] = p.argmax(plane, h, w, oy, ox).map_or(f32::NEG_INFINITY, |j| plane[j]);
                 }
             }
         });
@@ -76,11 +66,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(super::backward_op(
-            arg,
-            grad,
-            &MaxPoolBackward(self.0),
-        )?))
+        Ok(Some(super::backward_op(arg, grad, &MaxPoolBackward(self.0))?))
     }
 }
 
@@ -92,25 +78,13 @@ impl CustomOp2 for MaxPoolBackward {
         "gradcam-max-pool2d-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l1, "max_pool2d backward")?;
-        let (x, gy) = (
-            f32_slice(s1, l1, "max_pool2d backward")?,
-            f32_slice(s2, l2, "max_pool2d backward")?,
-        );
+        let (x, gy) = (f32_slice(s1, l1, "max_pool2d backward")?, f32_slice(s2, l2, "max_pool2d backward")?);
         let p = self.0;
         let (ho, wo) = (p.out(h), p.out(w));
         if gy.len() != n * c * ho * wo {
-            candle_core::bail!(
-                "max_pool2d backward: gradient shape {:?} does not fit",
-                l2.dims()
-            )
+            candle_core::bail!("max_pool2d backward: gradient shape {:?} does not fit", l2.dims())
         }
         let mut dx = vec![0f32; n * c * h * w];
         dx.par_chunks_mut(h * w).enumerate().for_each(|(i, d)| {
@@ -136,8 +110,7 @@ pub fn max_pool2d(x: &Tensor, cfg: PoolConfig) -> Result<Tensor> {
         // Exact on any device: pad with -inf, then the maximum over the shifted views.
         let (n, c, h, w) = x.dims4()?;
         let (p, k, s) = (cfg.pad, cfg.kernel, cfg.stride);
-        let ninf =
-            |hh: usize, ww: usize| Tensor::full(f32::NEG_INFINITY, (n, c, hh, ww), x.device());
+        let ninf = |hh: usize, ww: usize| Tensor::full(f32::NEG_INFINITY, (n, c, hh, ww), x.device());
         let xp = if p > 0 {
             let t = Tensor::cat(&[&ninf(p, w)?, x, &ninf(p, w)?], 2)?;
             Tensor::cat(&[&ninf(h + 2 * p, p)?, &t, &ninf(h + 2 * p, p)?], 3)?
@@ -148,14 +121,10 @@ pub fn max_pool2d(x: &Tensor, cfg: PoolConfig) -> Result<Tensor> {
         let mut out: Option<Tensor> = None;
         for ky in 0..k {
             for kx in 0..k {
-                let v = xp
-                    .narrow(2, ky, (ho - 1) * s + 1)?
-                    .narrow(3, kx, (wo - 1) * s + 1)?;
+                let v = xp.narrow(2, ky, (ho - 1) * s + 1)?.narrow(3, kx, (wo - 1) * s + 1)?;
                 let v = if s > 1 {
-                    let idx_h =
-                        Tensor::arange_step(0u32, ((ho - 1) * s + 1) as u32, s as u32, x.device())?;
-                    let idx_w =
-                        Tensor::arange_step(0u32, ((wo - 1) * s + 1) as u32, s as u32, x.device())?;
+                    let idx_h = Tensor::arange_step(0u32, ((ho - 1) * s + 1) as u32, s as u32, x.device())?;
+                    let idx_w = Tensor::arange_step(0u32, ((wo - 1) * s + 1) as u32, s as u32, x.device())?;
                     v.index_select(&idx_h, 2)?.index_select(&idx_w, 3)?
                 } else {
                     v
@@ -179,11 +148,7 @@ mod tests {
     #[test]
     fn forward_matches_a_direct_reference() -> Result<()> {
         let x = rand(&[2, 3, 9, 8], 5);
-        let cfg = PoolConfig {
-            kernel: 3,
-            stride: 2,
-            pad: 1,
-        };
+        let cfg = PoolConfig { kernel: 3, stride: 2, pad: 1 };
         let y = max_pool2d(&x, cfg)?;
         assert_eq!(y.dims(), &[2, 3, 5, 4]);
         let xv = x.to_vec3::<f32>().ok();
@@ -210,21 +175,7 @@ mod tests {
     fn gradient_matches_finite_differences() {
         for (k, s, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
             let x = rand(&[1, 2, 7, 6], 3);
-            let err = fd_check(
-                &x,
-                &|t| {
-                    max_pool2d(
-                        t,
-                        PoolConfig {
-                            kernel: k,
-                            stride: s,
-                            pad: p,
-                        },
-                    )
-                },
-                60,
-                1e-3,
-            );
+            let err = fd_check(&x, &|t| max_pool2d(t, PoolConfig { kernel: k, stride: s, pad: p }), 60, 1e-3);
             assert!(err < 1e-2, "k{k} s{s} p{p}: finite-difference error {err}");
         }
     }
@@ -234,20 +185,9 @@ mod tests {
         // kernel == stride 2: candle's stock op scales this by 1/4; ours must give exactly 1.
         let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu)?;
         let v = candle_core::Var::from_tensor(&x)?;
-        let y = max_pool2d(
-            v.as_tensor(),
-            PoolConfig {
-                kernel: 2,
-                stride: 2,
-                pad: 0,
-            },
-        )?;
+        let y = max_pool2d(v.as_tensor(), PoolConfig { kernel: 2, stride: 2, pad: 0 })?;
         let g = y.sum_all()?.backward()?;
-        let gx = g
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let gx = g.get(v.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(gx, vec![0., 0., 0., 1.]);
         Ok(())
     }

@@ -27,12 +27,7 @@ pub fn asset(rel: &str) -> PathBuf {
 
 pub fn lite0() -> gradcam::Network {
     let w = asset("weights/efficientnet_lite0.pth");
-    gradcam::load_model(
-        "efficientnet_lite0",
-        Some(w.to_str().unwrap()),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap()
+    gradcam::load_model("efficientnet_lite0", Some(w.to_str().unwrap()), &candle_core::Device::Cpu).unwrap()
 }
 
 pub fn synthetic(name: &str) -> gradcam::Network {
@@ -58,18 +53,8 @@ pub fn golden_images(model: &str) -> Vec<(String, Vec<usize>, Vec<String>)> {
         .map(|e| {
             (
                 e["dir"].as_str().unwrap().to_string(),
-                e["classes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_u64().unwrap() as usize)
-                    .collect(),
-                e["layers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap().to_string())
-                    .collect(),
+                e["classes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect(),
+                e["layers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect(),
             )
         })
         .collect()

@@ -1,14 +1,20 @@
 //! EigenCAM: the projection of A on its first principal component (no gradient).
+use super::{Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct EigenCam;
 
-impl super::Method for EigenCam {
+impl Method for EigenCam {
     fn name(&self) -> &'static str {
         "eigencam"
     }
     fn uses_gradients(&self) -> bool {
         false
     }
-    fn map(&self, a: &[f32], _g: &[f32], k: usize, hw: usize) -> Vec<f32> {
-        super::first_component_projection(a, k, hw)
+    fn always_project(&self) -> bool {
+        true
+    }
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        Ok(l.a.to_vec())
     }
 }

@@ -1,12 +1,17 @@
 //! EigenGradCAM: the projection of G ⊙ A on its first principal component.
+use super::{Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct EigenGradCam;
 
-impl super::Method for EigenGradCam {
+impl Method for EigenGradCam {
     fn name(&self) -> &'static str {
         "eigengradcam"
     }
-    fn map(&self, a: &[f32], g: &[f32], k: usize, hw: usize) -> Vec<f32> {
-        let ga: Vec<f32> = a.iter().zip(g).map(|(a, g)| a * g).collect();
-        super::first_component_projection(&ga, k, hw)
+    fn always_project(&self) -> bool {
+        true
+    }
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        Ok(l.a.iter().zip(l.g).map(|(a, g)| a * g).collect())
     }
 }

@@ -1,15 +1,15 @@
-//! Grad-CAM: w_k = mean over positions of dY/dA_k; cam = Σ_k w_k·A_k.
+//! Grad-CAM: w_k = mean over positions of dY/dA_k; contributions w_k·A_k.
+use super::{scale_channels, Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct GradCam;
 
-impl super::Method for GradCam {
+impl Method for GradCam {
     fn name(&self) -> &'static str {
         "gradcam"
     }
-    fn map(&self, a: &[f32], g: &[f32], _k: usize, hw: usize) -> Vec<f32> {
-        let w: Vec<f32> = g
-            .chunks_exact(hw)
-            .map(|gk| gk.iter().sum::<f32>() / hw as f32)
-            .collect();
-        super::weighted_sum(a, &w, hw)
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        let w: Vec<f32> = l.g.chunks_exact(l.hw).map(|gk| gk.iter().sum::<f32>() / l.hw as f32).collect();
+        Ok(scale_channels(l.a, &w, l.hw))
     }
 }

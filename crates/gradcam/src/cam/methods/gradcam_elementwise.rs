@@ -1,11 +1,14 @@
-//! Grad-CAM element-wise: cam = Σ_k ReLU(G_k ⊙ A_k).
+//! Grad-CAM element-wise: contributions ReLU(G_k ⊙ A_k).
+use super::{Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct GradCamElementWise;
 
-impl super::Method for GradCamElementWise {
+impl Method for GradCamElementWise {
     fn name(&self) -> &'static str {
         "gradcam-elementwise"
     }
-    fn map(&self, a: &[f32], g: &[f32], _k: usize, hw: usize) -> Vec<f32> {
-        super::elementwise_sum(a, g, hw, |a, g| (a * g).max(0.0))
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        Ok(l.a.iter().zip(l.g).map(|(a, g)| (a * g).max(0.0)).collect())
     }
 }

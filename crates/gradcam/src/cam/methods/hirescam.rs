@@ -1,11 +1,14 @@
-//! HiResCAM: cam = Σ_k G_k ⊙ A_k (no spatial averaging).
+//! HiResCAM: contributions G_k ⊙ A_k (no spatial averaging).
+use super::{Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct HiResCam;
 
-impl super::Method for HiResCam {
+impl Method for HiResCam {
     fn name(&self) -> &'static str {
         "hirescam"
     }
-    fn map(&self, a: &[f32], g: &[f32], _k: usize, hw: usize) -> Vec<f32> {
-        super::elementwise_sum(a, g, hw, |a, g| a * g)
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        Ok(l.a.iter().zip(l.g).map(|(a, g)| a * g).collect())
     }
 }

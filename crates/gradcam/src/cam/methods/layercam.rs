@@ -1,11 +1,14 @@
-//! LayerCAM: cam = Σ_k ReLU(G_k) ⊙ A_k.
+//! LayerCAM: contributions ReLU(G_k) ⊙ A_k.
+use super::{Layer, Method, Scorer};
+use crate::error::Result;
+
 pub struct LayerCam;
 
-impl super::Method for LayerCam {
+impl Method for LayerCam {
     fn name(&self) -> &'static str {
         "layercam"
     }
-    fn map(&self, a: &[f32], g: &[f32], _k: usize, hw: usize) -> Vec<f32> {
-        super::elementwise_sum(a, g, hw, |a, g| g.max(0.0) * a)
+    fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
+        Ok(l.a.iter().zip(l.g).map(|(a, g)| g.max(0.0) * a).collect())
     }
 }

@@ -1,6 +1,7 @@
 //! The CAM methods: each file defines only how (A, G) of one image become a low-resolution map; the pipeline
 //! around them is in `cam`. A new method is one file and one line in [`method`].
 
+mod ablationcam;
 mod eigencam;
 mod eigengradcam;
 mod gradcam;
@@ -8,20 +9,49 @@ mod gradcam_elementwise;
 mod gradcam_plusplus;
 mod hirescam;
 mod layercam;
+mod scorecam;
 mod xgradcam;
 
 use crate::error::{Error, Result};
+use candle_core::Tensor;
+
+/// One image's activations and gradients at one layer, both K×(h·w) row-major.
+pub struct Layer<'a> {
+    pub a: &'a [f32],
+    pub g: &'a [f32],
+    pub k: usize,
+    pub h: usize,
+    pub w: usize,
+    pub hw: usize,
+}
+
+/// What a method may ask of the network, for one image, one class and one target layer.
+pub trait Scorer {
+    /// The image's input tensor, (1, 3, H, W).
+    fn input(&self) -> &Tensor;
+    /// The class score of each image of a batch of inputs (B, 3, H, W).
+    fn score_inputs(&self, x: &Tensor) -> Result<Vec<f32>>;
+    /// The class score of each of a batch of replacement activations (B, K, h, w) of the target layer, the
+    /// network run on from there.
+    fn score_activations(&self, a: &Tensor) -> Result<Vec<f32>>;
+    /// How many inputs or activations go through the network at once.
+    fn batch_size(&self) -> usize;
+}
 
 /// A CAM method.
 pub trait Method: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Whether the map depends on dY/dA (EigenCAM's does not).
+    /// Whether the map depends on dY/dA (EigenCAM's does not; ScoreCAM's and AblationCAM's neither).
     fn uses_gradients(&self) -> bool {
         true
     }
-    /// The map (h·w values, before ReLU) of one image from its activations `a` and gradients `g`, both
-    /// K×(h·w) row-major.
-    fn map(&self, a: &[f32], g: &[f32], k: usize, hw: usize) -> Vec<f32>;
+    /// The map is the first principal component of the contributions, not their sum (EigenCAM).
+    fn always_project(&self) -> bool {
+        false
+    }
+    /// Per-channel contributions (K×(h·w)); their sum over channels is the map before ReLU (the reference's
+    /// `get_cam_image`), or, with eigen-smooth, their first principal component.
+    fn contributions(&self, l: &Layer, s: &dyn Scorer) -> Result<Vec<f32>>;
 }
 
 /// The methods by name, as in the golden files and pytorch-grad-cam.
@@ -34,6 +64,8 @@ pub const METHODS: &[&str] = &[
     "layercam",
     "eigencam",
     "eigengradcam",
+    "scorecam",
+    "ablationcam",
 ];
 
 pub fn method(name: &str) -> Result<Box<dyn Method>> {
@@ -46,37 +78,28 @@ pub fn method(name: &str) -> Result<Box<dyn Method>> {
         "layercam" => Box::new(layercam::LayerCam),
         "eigencam" => Box::new(eigencam::EigenCam),
         "eigengradcam" => Box::new(eigengradcam::EigenGradCam),
+        "scorecam" => Box::new(scorecam::ScoreCam),
+        "ablationcam" => Box::new(ablationcam::AblationCam),
         other => {
             return Err(Error::invalid(format!(
-                "unknown method `{other}`; methods: {}, guided-backprop, guided-gradcam",
+                "unknown method `{other}`; methods: {}, guided-backprop, guided-gradcam, all",
                 METHODS.join(", ")
             )))
         }
     })
 }
 
-/// Σ_k w_k·A_k for channel weights `w`.
-pub(crate) fn weighted_sum(a: &[f32], w: &[f32], hw: usize) -> Vec<f32> {
-    let mut cam = vec![0f32; hw];
-    for (ak, wk) in a.chunks_exact(hw).zip(w) {
-        for (c, v) in cam.iter_mut().zip(ak) {
-            *c += wk * v;
-        }
-    }
-    cam
+/// w_k·A_k for channel weights `w`.
+pub(crate) fn scale_channels(a: &[f32], w: &[f32], hw: usize) -> Vec<f32> {
+    a.chunks_exact(hw).zip(w).flat_map(|(ak, wk)| ak.iter().map(move |v| wk * v)).collect()
 }
 
-/// Σ_k f(A_k, G_k) element-wise.
-pub(crate) fn elementwise_sum(
-    a: &[f32],
-    g: &[f32],
-    hw: usize,
-    f: impl Fn(f32, f32) -> f32,
-) -> Vec<f32> {
+/// Σ_k of the contributions, in channel order (as the reference's sum over axis 1).
+pub(crate) fn sum_channels(c: &[f32], hw: usize) -> Vec<f32> {
     let mut cam = vec![0f32; hw];
-    for (ak, gk) in a.chunks_exact(hw).zip(g.chunks_exact(hw)) {
-        for ((c, av), gv) in cam.iter_mut().zip(ak).zip(gk) {
-            *c += f(*av, *gv);
+    for ck in c.chunks_exact(hw) {
+        for (m, v) in cam.iter_mut().zip(ck) {
+            *m += v;
         }
     }
     cam
@@ -110,9 +133,7 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
             }
         }
     }
-    let mut v: Vec<f64> = (0..hw)
-        .map(|i| 1.0 + (i as f64 * 0.618).sin() * 0.1)
-        .collect();
+    let mut v: Vec<f64> = (0..hw).map(|i| 1.0 + (i as f64 * 0.618).sin() * 0.1).collect();
     let mut lambda = 0.0;
     for _ in 0..2000 {
         let mut nv = vec![0f64; hw];
@@ -124,11 +145,7 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
             return vec![0.0; hw];
         }
         nv.iter_mut().for_each(|x| *x /= norm);
-        let diff = nv
-            .iter()
-            .zip(&v)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = nv.iter().zip(&v).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         v = nv;
         lambda = norm;
         if diff < 1e-12 {
@@ -136,9 +153,7 @@ pub(crate) fn first_component_projection(x: &[f32], k: usize, hw: usize) -> Vec<
         }
     }
     let s = lambda.sqrt();
-    let imax = (0..hw)
-        .max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs()))
-        .unwrap_or(0);
+    let imax = (0..hw).max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs())).unwrap_or(0);
     let sign = if v[imax] < 0.0 { -1.0 } else { 1.0 };
     v.iter().map(|x| (x * s * sign) as f32).collect()
 }
