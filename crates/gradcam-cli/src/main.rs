@@ -59,6 +59,27 @@ enum Cmd {
     },
     /// The models gradcam knows.
     Models,
+    /// Speed figures: median time per image of forward, methods and Guided Backprop; peak memory.
+    Bench {
+        /// Models (pretrained weights when cached, else synthetic ones: the speed is the same).
+        #[arg(long, value_delimiter = ',', default_value = "resnet50,efficientnet_lite0")]
+        model: Vec<String>,
+        /// Batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        /// What to time: forward, guided-backprop, and methods (scorecam and ablationcam are slow: ask for them).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "forward,gradcam,hirescam,gradcam++,xgradcam,layercam,eigencam,guided-backprop"
+        )]
+        what: Vec<String>,
+        /// Repetitions after one warm-up; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -382,12 +403,49 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize, json: bool) -> Result<ExitCode> {
+    let dev = candle_core::Device::Cpu;
+    let threads = gradcam::bench_threads();
+    let mut rows = vec![];
+    if !json {
+        println!("{threads} threads; median of {reps} after a warm-up; ms per image");
+        println!("{:<20} {:>5}  {:<20} {:>10}", "model", "batch", "what", "ms/image");
+    }
+    for m in models {
+        let cached = zoo::cached_weights_path(zoo::spec(m)?);
+        let w = if cached.exists() { cached.display().to_string() } else { "synthetic".to_string() };
+        let net = gradcam::load_model(m, Some(&w), &dev)?;
+        let layer = net.default_layer();
+        for &b in batches {
+            for r in gradcam::bench::run(&net, &layer, b.max(1), what, reps)? {
+                if !json {
+                    println!("{:<20} {:>5}  {:<20} {:>10.1}", r.model, r.batch, r.what, r.ms_per_image);
+                }
+                rows.push(r);
+            }
+        }
+    }
+    let peak = gradcam::bench::peak_rss_bytes();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"threads": threads, "rows": rows, "peak_rss_bytes": peak})
+            )?
+        );
+    } else if let Some(p) = peak {
+        println!("peak resident memory: {:.0} MB", p as f64 / 1e6);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Classify { images, model, top, json } => classify_cmd(images, model, top, json),
         Cmd::Explain(a) => explain_cmd(a),
         Cmd::Layers { model } => layers_cmd(model),
+        Cmd::Bench { model, batch, what, reps, json } => bench_cmd(&model, &batch, &what, reps, json),
         Cmd::Models => {
             for m in zoo::MODELS {
                 let w = zoo::cached_weights_path(m);

@@ -6,6 +6,7 @@
 //! network at the target layer, backpropagates a class score to get activations and gradients, and turns
 //! them into a map with one of its methods; [`render`] draws the map over the photo.
 
+pub mod bench;
 pub mod cam;
 pub mod checkpoint;
 pub mod classify;
@@ -35,4 +36,9 @@ pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Net
         w => weights::Weights::load(models::zoo::resolve_weights(name, w)?)?,
     };
     models::zoo::build(name, &w, dev)
+}
+
+/// Threads the kernels use (rayon's pool: RAYON_NUM_THREADS, default the number of cores).
+pub fn bench_threads() -> usize {
+    rayon::current_num_threads()
 }

@@ -1,8 +1,8 @@
 //! Layers as candle-nn style modules built from a `VarBuilder`: convolution with its batch-norm folded in at
 //! load time, linear, and the activation/pool wrappers over the custom ops.
 
-use crate::ops::act::{activation, Activation, Backprop};
-use crate::ops::conv::{conv2d, ConvConfig, Pad};
+use crate::ops::act::{Activation, Backprop};
+use crate::ops::conv::{conv2d, conv2d_act, ConvConfig, Pad};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -70,19 +70,22 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let cfg = match self.padding {
+        conv2d(x, &self.weight, &self.bias, self.config(x)?)
+    }
+
+    fn config(&self, x: &Tensor) -> Result<ConvConfig> {
+        Ok(match self.padding {
             Padding::Fixed(p) => ConvConfig::new(self.stride, p, self.groups),
             Padding::TfSame => {
                 let (_, _, h, w) = x.dims4()?;
                 ConvConfig::tf_same(h, w, (self.kernel, self.kernel), self.stride, self.groups)
             }
-        };
-        conv2d(x, &self.weight, &self.bias, cfg)
+        })
     }
 
-    /// Convolution, then the activation.
+    /// Convolution, then the activation (fused into the kernel).
     pub fn forward_act(&self, x: &Tensor, a: Activation, bp: Backprop) -> Result<Tensor> {
-        activation(&self.forward(x)?, a, bp)
+        conv2d_act(x, &self.weight, &self.bias, self.config(x)?, Some((a, bp)))
     }
 
     pub fn out_channels(&self) -> usize {

@@ -6,7 +6,7 @@
 use super::{Network, Normalization, Stage};
 use crate::error::{Error, Result};
 use crate::nn::{pool_and_classify, ConvBn, ConvSpec, Linear, Padding};
-use crate::ops::act::{Activation::Relu6, Backprop};
+use crate::ops::act::{add_activation, Activation::Relu6, Backprop};
 use crate::weights::Weights;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -99,7 +99,7 @@ impl Stage for MbConv {
         let h = self.depthwise.forward_act(&h, Relu6, bp)?;
         let h = self.project.forward(&h)?;
         if self.skip {
-            h + x
+            add_activation(&h, x, None, bp)
         } else {
             Ok(h)
         }

@@ -5,7 +5,7 @@
 use super::{Network, Normalization, Stage};
 use crate::error::Result;
 use crate::nn::{pool_and_classify, ConvBn, ConvSpec, Linear, Padding};
-use crate::ops::act::{activation, Activation::Relu, Backprop};
+use crate::ops::act::{add_activation, Activation::Relu, Backprop};
 use crate::ops::conv::Pad;
 use crate::ops::pool::{max_pool2d, PoolConfig};
 use crate::weights::Weights;
@@ -100,7 +100,7 @@ impl Stage for Block {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        activation(&(y + skip)?, Relu, bp)
+        add_activation(&y, &skip, Some(Relu), bp)
     }
 }
 

@@ -30,6 +30,18 @@ impl Activation {
             Activation::Relu6 => x.clamp(0.0, 6.0),
         }
     }
+    /// Whether the gradient passes, judged from the output y = f(x): y > 0 (and y < 6) exactly when x is.
+    #[inline]
+    pub(crate) fn passes_out(self, y: f32) -> bool {
+        match self {
+            Activation::Relu => y > 0.0,
+            Activation::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+    #[inline]
+    pub(crate) fn apply(self, x: f32) -> f32 {
+        self.f(x)
+    }
     #[inline]
     fn passes(self, x: f32) -> bool {
         match self {
@@ -86,6 +98,80 @@ impl CustomOp2 for ActBackward {
     }
 }
 
+/// (y, dy) → dx for an activation known by its output (fused ops keep only y).
+pub(crate) struct MaskFromOutput(pub Activation, pub Backprop);
+
+impl CustomOp2 for MaskFromOutput {
+    fn name(&self) -> &'static str {
+        "gradcam-activation-backward-from-output"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (f32_slice(s1, l1, "activation backward")?, f32_slice(s2, l2, "activation backward")?);
+        if y.len() != g.len() {
+            candle_core::bail!("activation backward: {} outputs, {} gradients", y.len(), g.len())
+        }
+        let (a, guided) = (self.0, self.1 == Backprop::Guided);
+        let mut d = vec![0f32; y.len()];
+        d.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(|(d, (y, g))| {
+            for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
+                *d = if a.passes_out(*y) && (!guided || *g > 0.0) { *g } else { 0.0 };
+            }
+        });
+        Ok((CpuStorage::F32(d), l1.shape().clone()))
+    }
+}
+
+/// a + b, then the activation if any, in one pass (the residual joins of ResNet and EfficientNet). On the CPU
+/// this avoids candle's element-wise ops, whose spinning thread pool competes with the kernels' threads.
+struct AddAct(Option<Activation>, Backprop);
+
+impl CustomOp2 for AddAct {
+    fn name(&self) -> &'static str {
+        "gradcam-add-activation"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (f32_slice(s1, l1, "add")?, f32_slice(s2, l2, "add")?);
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("add: shapes {:?} and {:?} differ", l1.dims(), l2.dims())
+        }
+        let act = self.0;
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(1 << 14).zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14))).for_each(|(y, (a, b))| {
+            for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+                let s = a + b;
+                *y = match act {
+                    Some(f) => f.f(s),
+                    None => s,
+                };
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _a: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = match self.0 {
+            Some(act) => super::backward_op(res, grad, &MaskFromOutput(act, self.1))?,
+            None => grad.clone(),
+        };
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// act(a + b) (or a + b), differentiable in both.
+pub fn add_activation(a: &Tensor, b: &Tensor, act: Option<Activation>, bp: Backprop) -> Result<Tensor> {
+    if a.device().is_cpu() {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddAct(act, bp))
+    } else {
+        let s = (a + b)?;
+        match act {
+            Some(f) => activation(&s, f, bp),
+            None => Ok(s),
+        }
+    }
+}
+
 /// Apply the activation, with the chosen backward.
 pub fn activation(x: &Tensor, a: Activation, bp: Backprop) -> Result<Tensor> {
     if x.device().is_cpu() {
@@ -113,6 +199,34 @@ mod tests {
             let x = (rand(&[2, 3, 5, 4], 11) * 8.0)?; // values in [-8, 8): both kinks of ReLU6 are hit
             let err = fd_check(&x, &|t| activation(t, a, Backprop::Plain), 100, 1e-2);
             assert!(err < 1e-3, "{a:?}: finite-difference error {err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fused_add_matches_add_then_activation() -> Result<()> {
+        for act in [Some(Activation::Relu), Some(Activation::Relu6), None] {
+            for bp in [Backprop::Plain, Backprop::Guided] {
+                let a = (rand(&[2, 3, 5, 4], 1) * 8.0)?;
+                let b = (rand(&[2, 3, 5, 4], 2) * 8.0)?;
+                let r = rand(&[2, 3, 5, 4], 3);
+                let (va, vb) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
+                let fused = add_activation(va.as_tensor(), vb.as_tensor(), act, bp)?;
+                let (wa, wb) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
+                let s = (wa.as_tensor() + wb.as_tensor())?;
+                let plain = match act {
+                    Some(f) => activation(&s, f, bp)?,
+                    None => s,
+                };
+                assert_eq!(fused.flatten_all()?.to_vec1::<f32>()?, plain.flatten_all()?.to_vec1::<f32>()?);
+                let g1 = (fused * &r)?.sum_all()?.backward()?;
+                let g2 = (plain * &r)?.sum_all()?.backward()?;
+                for (x, y) in [(&va, &wa), (&vb, &wb)] {
+                    let p = g1.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                    let q = g2.get(y.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+                    assert_eq!(p, q, "{act:?} {bp:?}");
+                }
+            }
         }
         Ok(())
     }

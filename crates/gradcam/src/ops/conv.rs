@@ -2,6 +2,7 @@
 //! depthwise ones, asymmetric padding (TensorFlow's SAME), and a backward that computes only the input
 //! gradient (a transposed convolution). Weights are constants: no weight or bias gradient is produced.
 
+use super::act::{Activation, Backprop, MaskFromOutput};
 use super::{dims4, f32_slice, threads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -98,24 +99,23 @@ impl Geom {
         let hi = if lim == 0 { 0 } else { (lim - 1) / sw + 1 }.min(self.wo);
         (lo, hi.max(lo))
     }
-    /// Every kernel tap and output row that reads inside the image: f(tap index ky·kw+kx, oy, iy, lo, hi),
-    /// where output columns lo..hi read input columns ox·sw + kx − left.
-    fn taps(&self, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+    /// Every kernel tap and output row that reads inside the image: f(tap index ky·kw+kx, oy, iy, lo, hi, x0),
+    /// where output columns lo..hi read input columns x0, x0 + sw, … (x0 = lo·sw + kx − left).
+    fn taps(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
         for ky in 0..self.kh {
             for kx in 0..self.kw {
                 let (lo, hi) = self.ox_range(kx);
+                if lo >= hi {
+                    continue;
+                }
+                let x0 = lo * self.cfg.stride.1 + kx - self.cfg.pad.left;
                 for oy in 0..self.ho {
                     if let Some(iy) = self.iy(oy, ky) {
-                        f(ky * self.kw + kx, oy, iy, lo, hi);
+                        f(ky * self.kw + kx, oy, iy, lo, hi, x0);
                     }
                 }
             }
         }
-    }
-
-    /// Input column read by output column `ox` at tap `t`.
-    fn ix(&self, t: usize, ox: usize) -> usize {
-        ox * self.cfg.stride.1 + t % self.kw - self.cfg.pad.left
     }
 
     fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
@@ -124,6 +124,35 @@ impl Geom {
             None
         } else {
             Some(v - self.cfg.pad.top)
+        }
+    }
+}
+
+/// d[j] += w · s[x0 + j·step] for every j (contiguous and vectorisable when step is 1).
+#[inline]
+fn gather_axpy(d: &mut [f32], s: &[f32], x0: usize, step: usize, w: f32) {
+    if step == 1 {
+        let n = d.len();
+        for (d, s) in d.iter_mut().zip(&s[x0..x0 + n]) {
+            *d += w * s;
+        }
+    } else {
+        for (d, s) in d.iter_mut().zip(s[x0..].iter().step_by(step)) {
+            *d += w * s;
+        }
+    }
+}
+
+/// d[x0 + j·step] += w · s[j] for every j.
+#[inline]
+fn scatter_axpy(d: &mut [f32], x0: usize, step: usize, s: &[f32], w: f32) {
+    if step == 1 {
+        for (d, s) in d[x0..x0 + s.len()].iter_mut().zip(s) {
+            *d += w * s;
+        }
+    } else {
+        for (d, s) in d[x0..].iter_mut().step_by(step).zip(s) {
+            *d += w * s;
         }
     }
 }
@@ -211,11 +240,9 @@ fn col2im(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32]) {
     let (taps, p) = (g.kh * g.kw, g.p());
     dx.par_chunks_mut(g.h * g.w).take(cg).enumerate().for_each(|(c, plane)| {
         let rows = &col[c * taps * p..(c + 1) * taps * p];
-        g.taps(|t, oy, iy, lo, hi| {
-            let (src, dst) = (&rows[t * p + oy * g.wo..], &mut plane[iy * g.w..(iy + 1) * g.w]);
-            for ox in lo..hi {
-                dst[g.ix(t, ox)] += src[ox];
-            }
+        g.taps(|t, oy, iy, lo, hi, x0| {
+            let src = &rows[t * p + oy * g.wo + lo..t * p + oy * g.wo + hi];
+            scatter_axpy(&mut plane[iy * g.w..(iy + 1) * g.w], x0, g.cfg.stride.1, src, 1.0);
         });
     });
 }
@@ -228,11 +255,9 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
             let c = nc % g.c;
             dst.fill(bias[c]);
             let (src, wc) = (&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], &wt[c * g.kh * g.kw..]);
-            g.taps(|t, oy, iy, lo, hi| {
-                let (s, d) = (&src[iy * g.w..(iy + 1) * g.w], &mut dst[oy * g.wo..(oy + 1) * g.wo]);
-                for ox in lo..hi {
-                    d[ox] += wc[t] * s[g.ix(t, ox)];
-                }
+            g.taps(|t, oy, iy, lo, hi, x0| {
+                let s = &src[iy * g.w..(iy + 1) * g.w];
+                gather_axpy(&mut dst[oy * g.wo + lo..oy * g.wo + hi], s, x0, g.cfg.stride.1, wc[t]);
             });
         });
         return out;
@@ -267,11 +292,9 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
         dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(nc, dst)| {
             let c = nc % g.c;
             let (src, wc) = (&gy[nc * p..(nc + 1) * p], &wt[c * g.kh * g.kw..]);
-            g.taps(|t, oy, iy, lo, hi| {
-                let (s, d) = (&src[oy * g.wo..(oy + 1) * g.wo], &mut dst[iy * g.w..(iy + 1) * g.w]);
-                for ox in lo..hi {
-                    d[g.ix(t, ox)] += wc[t] * s[ox];
-                }
+            g.taps(|t, oy, iy, lo, hi, x0| {
+                let s = &src[oy * g.wo + lo..oy * g.wo + hi];
+                scatter_axpy(&mut dst[iy * g.w..(iy + 1) * g.w], x0, g.cfg.stride.1, s, wc[t]);
             });
         });
         return dx;
@@ -297,8 +320,8 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
     dx
 }
 
-/// Forward op: (x, weight, bias) → y.
-struct Conv2dOp(ConvConfig);
+/// Forward op: (x, weight, bias) → y = act(conv(x, weight) + bias).
+struct Conv2dOp(ConvConfig, Option<(Activation, Backprop)>);
 
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
@@ -319,7 +342,10 @@ impl CustomOp3 for Conv2dOp {
         if b.len() != g.o {
             candle_core::bail!("conv2d: bias has {} values for {} output channels", b.len(), g.o)
         }
-        let y = forward(x, w, b, &g);
+        let mut y = forward(x, w, b, &g);
+        if let Some((act, _)) = self.1 {
+            y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
+        }
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -328,11 +354,15 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
-        let dx = super::backward_op(grad, w, &Conv2dInputGradOp { cfg: self.0, h, w: wd })?;
+        let grad = match self.1 {
+            Some((act, bp)) => super::backward_op(res, grad, &MaskFromOutput(act, bp))?,
+            None => grad.clone(),
+        };
+        let dx = super::backward_op(&grad, w, &Conv2dInputGradOp { cfg: self.0, h, w: wd })?;
         Ok((Some(dx), None, None))
     }
 }
@@ -364,15 +394,30 @@ impl CustomOp2 for Conv2dInputGradOp {
 
 /// y = conv(x, weight) + bias. On the CPU this is the project's kernel; on other devices candle's stock ops.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op3_arc(
-            &weight.contiguous()?,
-            &bias.contiguous()?,
-            std::sync::Arc::new(Box::new(Conv2dOp(cfg))),
-        )
-    } else {
-        conv2d_stock(x, weight, bias, cfg)
+    conv2d_act(x, weight, bias, cfg, None)
+}
+
+/// y = act(conv(x, weight) + bias), the activation fused into the kernel's output pass; its backward masks the
+/// gradient from y (with the guided rule if asked), then computes the input gradient.
+pub fn conv2d_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    cfg: ConvConfig,
+    act: Option<(Activation, Backprop)>,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let y = conv2d_stock(x, weight, bias, cfg)?;
+        return match act {
+            Some((a, bp)) => super::act::activation(&y, a, bp),
+            None => Ok(y),
+        };
     }
+    x.contiguous()?.apply_op3_arc(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        std::sync::Arc::new(Box::new(Conv2dOp(cfg, act))),
+    )
 }
 
 /// The same convolution with candle's stock ops (explicit zero padding, then `conv2d`).
@@ -444,6 +489,32 @@ mod tests {
             // the op is linear in x: central differences are exact up to f32 rounding
             assert!(err < 2e-3, "case {i}: finite-difference error {err}");
         }
+    }
+
+    #[test]
+    fn fused_activation_matches_conv_then_activation() -> Result<()> {
+        use crate::ops::act::activation;
+        for (i, ((n, c, h, w), (o, k), cfg)) in cases().into_iter().enumerate() {
+            for a in [Activation::Relu, Activation::Relu6] {
+                for bp in [Backprop::Plain, Backprop::Guided] {
+                    let x = (rand(&[n, c, h, w], i as u64 + 1) * 4.0)?;
+                    let wt = rand(&[o, c / cfg.groups, k, k], i as u64 + 100);
+                    let b = rand(&[o], i as u64 + 200);
+                    let (v1, v2) = (Var::from_tensor(&x)?, Var::from_tensor(&x)?);
+                    let fused = conv2d_act(v1.as_tensor(), &wt, &b, cfg, Some((a, bp)))?;
+                    let apart = activation(&conv2d(v2.as_tensor(), &wt, &b, cfg)?, a, bp)?;
+                    let d = (&fused - &apart)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert_eq!(d, 0.0, "case {i} {a:?}: forward");
+                    let r = rand(fused.dims(), 5);
+                    let g1 = (fused * &r)?.sum_all()?.backward()?;
+                    let g2 = (apart * &r)?.sum_all()?.backward()?;
+                    let (p, q) = (g1.get(v1.as_tensor()).unwrap(), g2.get(v2.as_tensor()).unwrap());
+                    let d = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(d < 1e-6, "case {i} {a:?} {bp:?}: input gradient differs by {d}");
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
