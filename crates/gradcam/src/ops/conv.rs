@@ -87,6 +87,11 @@ impl Geom {
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.cfg.stride == (1, 1) && self.cfg.pad.is_zero()
     }
+    /// One gemm for several images pays where one image's output is small (deep layers): its gemm is then
+    /// too thin to keep the cores busy. Large outputs are already well shaped, and copying costs more.
+    fn batch_gemm(&self) -> bool {
+        self.cfg.groups == 1 && self.n > 1 && self.p() < 1024
+    }
     fn p(&self) -> usize {
         self.ho * self.wo
     }
@@ -208,12 +213,18 @@ fn matmul(
 
 /// col[(c*kh+ky)*kw+kx][oy*wo+ox] = x[c][iy][ix] (0 outside), for `cg` channels of one image.
 fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
+    im2col_at(x, cg, g, col, g.p(), 0)
+}
+
+/// im2col into columns `off..off + p` of a matrix whose rows are `rs` long (several images side by side).
+fn im2col_at(x: &[f32], cg: usize, g: &Geom, col: &mut [f32], rs: usize, off: usize) {
     let (kh, kw, p) = (g.kh, g.kw, g.p());
-    col.par_chunks_mut(kh * kw * p).take(cg).enumerate().for_each(|(c, rows)| {
+    col.par_chunks_mut(kh * kw * rs).take(cg).enumerate().for_each(|(c, rows)| {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut rows[(ky * kw + kx) * p..(ky * kw + kx + 1) * p];
+                let r0 = (ky * kw + kx) * rs + off;
+                let row = &mut rows[r0..r0 + p];
                 let (lo, hi) = g.ox_range(kx);
                 for oy in 0..g.ho {
                     let r = &mut row[oy * g.wo..(oy + 1) * g.wo];
@@ -237,11 +248,17 @@ fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
 
 /// dx[c][iy][ix] += col[(c*kh+ky)*kw+kx][oy*wo+ox], for `cg` channels of one image.
 fn col2im(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32]) {
-    let (taps, p) = (g.kh * g.kw, g.p());
+    col2im_at(col, cg, g, dx, g.p(), 0)
+}
+
+/// col2im from columns `off..off + p` of a matrix whose rows are `rs` long.
+fn col2im_at(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32], rs: usize, off: usize) {
+    let taps = g.kh * g.kw;
     dx.par_chunks_mut(g.h * g.w).take(cg).enumerate().for_each(|(c, plane)| {
-        let rows = &col[c * taps * p..(c + 1) * taps * p];
+        let rows = &col[c * taps * rs..(c + 1) * taps * rs];
         g.taps(|t, oy, iy, lo, hi, x0| {
-            let src = &rows[t * p + oy * g.wo + lo..t * p + oy * g.wo + hi];
+            let r0 = t * rs + off + oy * g.wo;
+            let src = &rows[r0 + lo..r0 + hi];
             scatter_axpy(&mut plane[iy * g.w..(iy + 1) * g.w], x0, g.cfg.stride.1, src, 1.0);
         });
     });
@@ -265,6 +282,10 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
+    if g.batch_gemm() {
+        forward_batched(x, wt, bias, g, &mut out);
+        return out;
+    }
     let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
     for n in 0..g.n {
         for gi in 0..groups {
@@ -302,6 +323,10 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
+    if g.batch_gemm() {
+        input_grad_batched(gy, wt, g, &mut dx);
+        return dx;
+    }
     let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
     for n in 0..g.n {
         for gi in 0..groups {
@@ -318,6 +343,72 @@ fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
         }
     }
     dx
+}
+
+/// Images per gemm in the batched paths: the column matrix stays under ~64 MB.
+fn images_per_gemm(k: usize, p: usize, n: usize) -> usize {
+    ((16 << 20) / (k * p).max(1)).clamp(1, n)
+}
+
+/// Dense convolution of a batch with one gemm per group of images: the images' columns side by side,
+/// (O×K)·(K×nb·P), which keeps the gemm busy where one image's P is small (deep layers).
+fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, out: &mut [f32]) {
+    let (p, k, chw) = (g.p(), g.c * g.kh * g.kw, g.c * g.h * g.w);
+    let nb = images_per_gemm(k, p, g.n);
+    let mut col = vec![0f32; k * nb * p];
+    let mut y = vec![0f32; g.o * nb * p];
+    for n0 in (0..g.n).step_by(nb) {
+        let m = nb.min(g.n - n0);
+        let rs = m * p;
+        for j in 0..m {
+            let xs = &x[(n0 + j) * chw..(n0 + j + 1) * chw];
+            if g.pointwise() {
+                col[..k * rs].par_chunks_mut(rs).enumerate().for_each(|(c, row)| {
+                    row[j * p..(j + 1) * p].copy_from_slice(&xs[c * p..(c + 1) * p]);
+                });
+            } else {
+                im2col_at(xs, g.c, g, &mut col[..k * rs], rs, j * p);
+            }
+        }
+        for (o, row) in y[..g.o * rs].chunks_mut(rs).enumerate() {
+            row.fill(bias[o]);
+        }
+        matmul(&mut y[..g.o * rs], true, wt, k, 1, &col[..k * rs], g.o, rs, k);
+        out[n0 * g.o * p..(n0 + m) * g.o * p].par_chunks_mut(g.o * p).enumerate().for_each(|(j, dst)| {
+            for (o, d) in dst.chunks_mut(p).enumerate() {
+                d.copy_from_slice(&y[o * rs + j * p..o * rs + (j + 1) * p]);
+            }
+        });
+    }
+}
+
+/// The input gradient of a dense convolution, batched like [`forward_batched`]: cols = Wᵀ·dY for all images.
+fn input_grad_batched(gy: &[f32], wt: &[f32], g: &Geom, dx: &mut [f32]) {
+    let (p, k, chw) = (g.p(), g.c * g.kh * g.kw, g.c * g.h * g.w);
+    let nb = images_per_gemm(k, p, g.n);
+    let mut gmat = vec![0f32; g.o * nb * p];
+    let mut col = vec![0f32; k * nb * p];
+    for n0 in (0..g.n).step_by(nb) {
+        let m = nb.min(g.n - n0);
+        let rs = m * p;
+        gmat[..g.o * rs].par_chunks_mut(rs).enumerate().for_each(|(o, row)| {
+            for j in 0..m {
+                let src = &gy[((n0 + j) * g.o + o) * p..((n0 + j) * g.o + o + 1) * p];
+                row[j * p..(j + 1) * p].copy_from_slice(src);
+            }
+        });
+        matmul(&mut col[..k * rs], false, wt, 1, k, &gmat[..g.o * rs], k, rs, g.o);
+        for j in 0..m {
+            let dxs = &mut dx[(n0 + j) * chw..(n0 + j + 1) * chw];
+            if g.pointwise() {
+                dxs.par_chunks_mut(p)
+                    .enumerate()
+                    .for_each(|(c, d)| d.copy_from_slice(&col[c * rs + j * p..c * rs + (j + 1) * p]));
+            } else {
+                col2im_at(&col[..k * rs], g.c, g, dxs, rs, j * p);
+            }
+        }
+    }
 }
 
 /// Forward op: (x, weight, bias) → y = act(conv(x, weight) + bias).

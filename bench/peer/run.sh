@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Side by side on this machine, in one sitting: the reference (PyTorch + pytorch-grad-cam, onnxruntime) and
+# `gradcam bench`, same architectures, same input size, 2 threads; prints one table with the ratios.
+# Installs its Python packages (from PyPI) into bench/peer/.venv. Not part of the tests or CI.
+#
+# usage: bench/peer/run.sh [--quick]     (--quick: no ScoreCAM/AblationCAM, which take minutes)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet torch torchvision grad-cam onnxruntime onnx onnxscript efficientnet-lite-pytorch==0.1.0
+fi
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 RAYON_NUM_THREADS=2
+(cd "$root" && cargo build --release --quiet)
+slow="scorecam,ablationcam"
+[ "${1:-}" = "--quick" ] && slow=""
+"$venv/bin/python" "$here/peer.py" --gradcam "$root/target/release/gradcam" --slow "$slow" | tee "$here/last-run.txt"
