@@ -69,7 +69,7 @@ impl Options {
             top: 5,
             eigen_smooth: false,
             aug_smooth: false,
-            method_batch: 32,
+            method_batch: 4,
             grid: true,
         }
     }

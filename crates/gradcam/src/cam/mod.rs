@@ -185,7 +185,7 @@ pub struct MapOptions {
 
 impl Default for MapOptions {
     fn default() -> Self {
-        MapOptions { counterfactual: false, eigen_smooth: false, batch_size: 32 }
+        MapOptions { counterfactual: false, eigen_smooth: false, batch_size: 4 }
     }
 }
 

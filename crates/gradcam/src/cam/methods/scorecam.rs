@@ -1,6 +1,6 @@
 //! ScoreCAM: each channel's map, upsampled to the input (bilinear, align_corners=True) and min-max scaled to
 //! [0, 1], masks the input; w = softmax over channels of the masked inputs' class scores. The masked inputs go
-//! through the network in batches.
+//! through the network in batches; constant channels (all-zero masks) share one pass.
 use super::{scale_channels, Layer, Method, Scorer};
 use crate::error::Result;
 use candle_core::Tensor;
@@ -40,17 +40,27 @@ impl Method for ScoreCam {
     fn contributions(&self, l: &Layer, s: &dyn Scorer) -> Result<Vec<f32>> {
         let x = s.input();
         let (_, _, ih, iw) = x.dims4()?;
-        let mut scores = Vec::with_capacity(l.k);
-        for start in (0..l.k).step_by(s.batch_size().max(1)) {
-            let end = (start + s.batch_size().max(1)).min(l.k);
-            let mut masks = Vec::with_capacity((end - start) * ih * iw);
-            for ak in l.a.chunks_exact(l.hw).take(end).skip(start) {
-                let u = upsample_align_corners(ak, l.h, l.w, ih, iw);
+        let bs = s.batch_size().max(1);
+        // A channel whose map is constant (a dead channel after a ReLU, typically) masks the whole input to
+        // zero: all of them score the same all-zero input, which runs once.
+        let constant: Vec<bool> = l.a.chunks_exact(l.hw).map(|ak| ak.iter().all(|v| *v == ak[0])).collect();
+        let live: Vec<usize> = (0..l.k).filter(|&k| !constant[k]).collect();
+        let mut scores = vec![0f32; l.k];
+        if live.len() < l.k {
+            let zero = s.score_inputs(&x.zeros_like()?)?[0];
+            (0..l.k).filter(|&k| constant[k]).for_each(|k| scores[k] = zero);
+        }
+        for chunk in live.chunks(bs) {
+            let mut masks = Vec::with_capacity(chunk.len() * ih * iw);
+            for &k in chunk {
+                let u = upsample_align_corners(&l.a[k * l.hw..(k + 1) * l.hw], l.h, l.w, ih, iw);
                 let (mn, mx) = u.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
                 masks.extend(u.iter().map(|v| (v - mn) / (mx - mn + 1e-8)));
             }
-            let masks = Tensor::from_vec(masks, (end - start, 1, ih, iw), x.device())?;
-            scores.extend(s.score_inputs(&masks.broadcast_mul(x)?)?);
+            let masks = Tensor::from_vec(masks, (chunk.len(), 1, ih, iw), x.device())?;
+            for (k, v) in chunk.iter().zip(s.score_inputs(&masks.broadcast_mul(x)?)?) {
+                scores[*k] = v;
+            }
         }
         // softmax over the channels
         let m = scores.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
