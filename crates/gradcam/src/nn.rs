@@ -1,8 +1,10 @@
 //! Layers as candle-nn style modules built from a `VarBuilder`: convolution with its batch-norm folded in at
 //! load time, linear, and the activation/pool wrappers over the custom ops.
 
-use crate::ops::act::{Activation, Backprop};
-use crate::ops::conv::{conv2d, conv2d_act, ConvConfig, Pad};
+use crate::models::Tape;
+use crate::ops::act::{mask_from_output, Activation, Backprop};
+use crate::ops::conv::{conv2d, conv2d_act, conv2d_input_grad, ConvConfig, Pad};
+use crate::ops::{with_f32, Grad};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -88,6 +90,25 @@ impl ConvBn {
         conv2d_act(x, &self.weight, &self.bias, self.config(x)?, Some((a, bp)))
     }
 
+    /// Convolution and activation (if any) for the own backward pass: keeps x (and y) on the tape.
+    pub fn forward_taped(&self, x: &Tensor, act: Option<Activation>, tape: &mut Tape) -> Result<Tensor> {
+        let y = conv2d_act(x, &self.weight, &self.bias, self.config(x)?, act.map(|a| (a, Backprop::Plain)))?;
+        tape.push(x.clone());
+        if act.is_some() {
+            tape.push(y.clone());
+        }
+        Ok(y)
+    }
+
+    /// dx from dy for [`ConvBn::forward_taped`] with the same `act`; masks `dy` in place first.
+    pub fn backward(&self, dy: &mut Grad, act: Option<Activation>, tape: &mut Tape, bp: Backprop) -> Result<Grad> {
+        if let Some(a) = act {
+            mask_from_output(dy, &tape.pop()?, a, bp)?;
+        }
+        let x = tape.pop()?;
+        conv2d_input_grad(dy, x.dims4()?, &self.weight, self.config(&x)?)
+    }
+
     pub fn out_channels(&self) -> usize {
         self.bias.dims1().unwrap_or(0)
     }
@@ -113,4 +134,30 @@ impl Linear {
 /// Global average pooling then the classifier: (N, C, H, W) → (N, classes).
 pub fn pool_and_classify(x: &Tensor, fc: &Linear) -> Result<Tensor> {
     fc.forward(&x.mean((2, 3))?)
+}
+
+/// The input gradient of [`pool_and_classify`] for an input of shape `x_dims`, from d(logits) (N, classes):
+/// d(features) = d(logits)·W, spread evenly over each channel's H·W positions.
+pub fn pool_and_classify_backward(dlogits: &Grad, x_dims: (usize, usize, usize, usize), fc: &Linear) -> Result<Grad> {
+    let (n, c, h, w) = x_dims;
+    let (c2, k) = fc.weight_t.dims2()?;
+    if c2 != c || dlogits.dims != [n, k] {
+        candle_core::bail!(
+            "classifier backward: gradient {:?} for features {x_dims:?} and weight {c2}x{k}",
+            dlogits.dims
+        )
+    }
+    let hw = h * w;
+    let mut dx = vec![0f32; n * c * hw];
+    with_f32(&fc.weight_t, "classifier backward", |wt| {
+        for (i, img) in dx.chunks_mut(c * hw).enumerate() {
+            let dl = &dlogits.data[i * k..(i + 1) * k];
+            for (ch, plane) in img.chunks_mut(hw).enumerate() {
+                let f: f32 = wt[ch * k..(ch + 1) * k].iter().zip(dl).map(|(w, d)| w * d).sum();
+                plane.fill(f / hw as f32);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Grad { data: dx, dims: vec![n, c, h, w] })
 }

@@ -3,14 +3,45 @@
 
 use super::{class_score, Score};
 use crate::error::{Error, Result};
-use crate::models::Network;
+use crate::models::{Network, Tape};
 use crate::ops::act::Backprop;
+use crate::ops::Grad;
 use candle_core::{Tensor, Var};
 
-/// d score / d input with guided activations: (N, 3, H, W), image i for `classes[i]`.
+/// d score / d input with guided activations: (N, 3, H, W), image i for `classes[i]`. On the CPU through
+/// the stages' own backward pass; elsewhere through candle's autograd.
 pub fn guided_backprop(net: &Network, x: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        input_gradient(net, x, classes, score, Backprop::Guided)
+    } else {
+        input_gradient_autograd(net, x, classes, score, Backprop::Guided)
+    }
+}
+
+/// d score / d input through the stages' own backward pass (CPU).
+pub fn input_gradient(net: &Network, x: &Tensor, classes: &[usize], score: Score, bp: Backprop) -> Result<Tensor> {
+    let mut tape = Tape::default();
+    let logits = net.forward_taped(x, &mut tape)?;
+    // d score / d logits: the score is a function of the logits only, cheap to differentiate with autograd
+    let l = Var::from_tensor(&logits)?;
+    let grads = class_score(l.as_tensor(), classes, score)?.backward()?;
+    let dlogits = match grads.get(l.as_tensor()) {
+        Some(g) => Grad::from_tensor(g)?,
+        None => return Err(Error::invalid("no gradient reached the logits")),
+    };
+    Ok(net.backward(dlogits, &mut tape, bp)?.into_tensor(x.device())?)
+}
+
+/// The same through candle's autograd (any device; the reference the own backward pass is tested against).
+pub fn input_gradient_autograd(
+    net: &Network,
+    x: &Tensor,
+    classes: &[usize],
+    score: Score,
+    bp: Backprop,
+) -> Result<Tensor> {
     let v = Var::from_tensor(x)?;
-    let logits = net.forward_range(v.as_tensor(), 0, net.num_stages(), Backprop::Guided)?;
+    let logits = net.forward_range(v.as_tensor(), 0, net.num_stages(), bp)?;
     let grads = class_score(&logits, classes, score)?.backward()?;
     match grads.get(v.as_tensor()) {
         Some(g) => Ok(g.clone()),

@@ -3,10 +3,11 @@
 //! batch-norm eps 1e-3, TensorFlow SAME padding. Tensor names as its checkpoints (`_conv_stem`, `_blocks.N.…`).
 //! Stages: `stem`, `blocks.0`…, `head` (conv_head → bn1 → ReLU6), then the classifier (`fc`).
 
-use super::{Network, Normalization, Stage};
+use super::{Network, Normalization, Stage, Tape};
 use crate::error::{Error, Result};
-use crate::nn::{pool_and_classify, ConvBn, ConvSpec, Linear, Padding};
+use crate::nn::{pool_and_classify, pool_and_classify_backward, ConvBn, ConvSpec, Linear, Padding};
 use crate::ops::act::{add_activation, Activation::Relu6, Backprop};
+use crate::ops::Grad;
 use crate::weights::Weights;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -46,10 +47,17 @@ fn round_filters(f: usize, width: f64) -> usize {
     n as usize
 }
 
-struct Stem(ConvBn);
-impl Stage for Stem {
+/// Convolution, batch-norm and ReLU6: the stem and the head.
+struct ConvStage(ConvBn);
+impl Stage for ConvStage {
     fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor> {
         self.0.forward_act(x, Relu6, bp)
+    }
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        self.0.forward_taped(x, Some(Relu6), tape)
+    }
+    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
+        self.0.backward(&mut dy, Some(Relu6), tape, bp)
     }
 }
 
@@ -104,12 +112,31 @@ impl Stage for MbConv {
             Ok(h)
         }
     }
-}
 
-struct Head(ConvBn);
-impl Stage for Head {
-    fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor> {
-        self.0.forward_act(x, Relu6, bp)
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        let h = match &self.expand {
+            Some(e) => e.forward_taped(x, Some(Relu6), tape)?,
+            None => x.clone(),
+        };
+        let h = self.depthwise.forward_taped(&h, Some(Relu6), tape)?;
+        let h = self.project.forward_taped(&h, None, tape)?;
+        if self.skip {
+            add_activation(&h, x, None, Backprop::Plain)
+        } else {
+            Ok(h)
+        }
+    }
+
+    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
+        let mut g = self.project.backward(&mut dy, None, tape, bp)?;
+        g = self.depthwise.backward(&mut g, Some(Relu6), tape, bp)?;
+        if let Some(e) = &self.expand {
+            g = e.backward(&mut g, Some(Relu6), tape, bp)?;
+        }
+        if self.skip {
+            g.add_assign(&dy)?;
+        }
+        Ok(g)
     }
 }
 
@@ -117,6 +144,13 @@ struct Classifier(Linear);
 impl Stage for Classifier {
     fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
         pool_and_classify(x, &self.0)
+    }
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        tape.push(x.clone());
+        pool_and_classify(x, &self.0)
+    }
+    fn backward(&self, dy: Grad, tape: &mut Tape, _: Backprop) -> candle_core::Result<Grad> {
+        pool_and_classify_backward(&dy, tape.pop()?.dims4()?, &self.0)
     }
 }
 
@@ -127,7 +161,7 @@ pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network>
     let vb = weights.var_builder(dev);
     let num_classes = weights.shape_of("_fc.weight").map_or(1000, |s| s[0]);
     let stem = ConvBn::new(vb.pp("_conv_stem"), vb.pp("_bn0"), ConvSpec::new(3, 32, 3, 2, Padding::TfSame), EPS)?;
-    let mut stages: Vec<(String, Box<dyn Stage>)> = vec![("stem".into(), Box::new(Stem(stem)))];
+    let mut stages: Vec<(String, Box<dyn Stage>)> = vec![("stem".into(), Box::new(ConvStage(stem)))];
     let mut idx = 0;
     let mut cin = 32;
     for (i, &(r, k, s, e, _i, o)) in BLOCKS.iter().enumerate() {
@@ -144,7 +178,7 @@ pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network>
         }
     }
     let head = ConvBn::new(vb.pp("_conv_head"), vb.pp("_bn1"), ConvSpec::new(cin, 1280, 1, 1, Padding::TfSame), EPS)?;
-    stages.push(("head".into(), Box::new(Head(head))));
+    stages.push(("head".into(), Box::new(ConvStage(head))));
     let fc = Linear::new(vb.pp("_fc"), 1280, num_classes)?;
     stages.push(("fc".into(), Box::new(Classifier(fc))));
     Ok(Network::new(

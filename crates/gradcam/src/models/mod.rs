@@ -8,11 +8,51 @@ pub mod zoo;
 
 use crate::error::{Error, Result};
 use crate::ops::act::Backprop;
-use candle_core::{Device, Tensor};
+use crate::ops::Grad;
+use candle_core::{Device, Tensor, Var};
+
+/// What stages keep from a taped forward pass for their backward pass: a stack, each stage popping in
+/// reverse what it pushed. Tensors are shared, not copied.
+#[derive(Default)]
+pub struct Tape(Vec<Tensor>);
+
+impl Tape {
+    pub fn push(&mut self, t: Tensor) {
+        self.0.push(t)
+    }
+    pub fn pop(&mut self) -> candle_core::Result<Tensor> {
+        match self.0.pop() {
+            Some(t) => Ok(t),
+            None => candle_core::bail!("backward pass: the tape is empty (a stage popped more than it pushed)"),
+        }
+    }
+}
 
 /// One piece of a network.
+///
+/// Besides its forward pass, a stage has a backward pass of its own for the input gradient (Guided
+/// Backprop): `forward_taped` keeps on the tape what `backward` needs, `backward` turns dL/dy into dL/dx
+/// with the project's kernels, without candle's autograd (whose graph walk adds a zero-filled accumulator
+/// and an add per node). The provided versions fall back on candle's autograd, so a new stage works before
+/// it has a hand-written backward.
 pub trait Stage: Send + Sync {
     fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor>;
+
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        tape.push(x.clone());
+        self.forward(x, Backprop::Plain)
+    }
+
+    fn backward(&self, dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
+        let x = Var::from_tensor(&tape.pop()?)?;
+        let y = self.forward(x.as_tensor(), bp)?;
+        let dy = dy.into_tensor(y.device())?;
+        let grads = (y * dy)?.sum_all()?.backward()?;
+        match grads.get(x.as_tensor()) {
+            Some(g) => Grad::from_tensor(g),
+            None => Grad::from_tensor(&x.as_tensor().zeros_like()?),
+        }
+    }
 }
 
 /// Input normalisation: (x/255 − mean)/std per channel.
@@ -83,6 +123,24 @@ impl Network {
         Ok(x)
     }
 
+    /// The logits, keeping on `tape` what [`Network::backward`] needs.
+    pub fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (_, s) in &self.stages {
+            x = s.forward_taped(&x, tape)?;
+        }
+        Ok(x)
+    }
+
+    /// d/d(input) from d/d(logits), through every stage's own backward pass (CPU only).
+    pub fn backward(&self, dlogits: Grad, tape: &mut Tape, bp: Backprop) -> Result<Grad> {
+        let mut g = dlogits;
+        for (_, s) in self.stages.iter().rev() {
+            g = s.backward(g, tape, bp)?;
+        }
+        Ok(g)
+    }
+
     pub fn num_stages(&self) -> usize {
         self.stages.len()
     }
@@ -139,5 +197,32 @@ impl Network {
             out.push(x.dims()[1..].to_vec());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage with no backward of its own: y = 2x + x².
+    struct Poly;
+    impl Stage for Poly {
+        fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
+            (x * 2.0)? + x.sqr()?
+        }
+    }
+
+    #[test]
+    fn provided_backward_falls_back_on_autograd() -> candle_core::Result<()> {
+        let x = Tensor::new(&[[1f32, -2.0], [0.5, 3.0]], &Device::Cpu)?;
+        let mut tape = Tape::default();
+        let y = Poly.forward_taped(&x, &mut tape)?;
+        assert_eq!(y.to_vec2::<f32>()?, vec![vec![3.0, 0.0], vec![1.25, 15.0]]);
+        let dy = Grad { data: vec![1.0, 2.0, -1.0, 0.5], dims: vec![2, 2] };
+        let dx = Poly.backward(dy, &mut tape, Backprop::Plain)?;
+        // dy · (2 + 2x)
+        assert_eq!(dx.data, vec![4.0, -4.0, -3.0, 4.0]);
+        assert!(tape.pop().is_err(), "the stage popped what it pushed");
+        Ok(())
     }
 }

@@ -2,12 +2,13 @@
 //! (conv1 → bn1 → relu), `maxpool`, `layerL.B` for every block, then the classifier (`fc`). `layerL` names the
 //! output of the last block of layer L.
 
-use super::{Network, Normalization, Stage};
+use super::{Network, Normalization, Stage, Tape};
 use crate::error::Result;
-use crate::nn::{pool_and_classify, ConvBn, ConvSpec, Linear, Padding};
-use crate::ops::act::{add_activation, Activation::Relu, Backprop};
+use crate::nn::{pool_and_classify, pool_and_classify_backward, ConvBn, ConvSpec, Linear, Padding};
+use crate::ops::act::{add_activation, mask_from_output, Activation::Relu, Backprop};
 use crate::ops::conv::Pad;
-use crate::ops::pool::{max_pool2d, PoolConfig};
+use crate::ops::pool::{max_pool2d, max_pool2d_input_grad, PoolConfig};
+use crate::ops::Grad;
 use crate::weights::Weights;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -44,12 +45,27 @@ impl Stage for Stem {
     fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor> {
         self.0.forward_act(x, Relu, bp)
     }
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        self.0.forward_taped(x, Some(Relu), tape)
+    }
+    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
+        self.0.backward(&mut dy, Some(Relu), tape, bp)
+    }
 }
+
+const POOL: PoolConfig = PoolConfig { kernel: 3, stride: 2, pad: 1 };
 
 struct MaxPool;
 impl Stage for MaxPool {
     fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
-        max_pool2d(x, PoolConfig { kernel: 3, stride: 2, pad: 1 })
+        max_pool2d(x, POOL)
+    }
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        tape.push(x.clone());
+        max_pool2d(x, POOL)
+    }
+    fn backward(&self, dy: Grad, tape: &mut Tape, _: Backprop) -> candle_core::Result<Grad> {
+        max_pool2d_input_grad(&dy, &tape.pop()?, POOL)
     }
 }
 
@@ -102,12 +118,50 @@ impl Stage for Block {
         };
         add_activation(&y, &skip, Some(Relu), bp)
     }
+
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, c) in self.convs.iter().enumerate() {
+            y = c.forward_taped(&y, (i < last).then_some(Relu), tape)?;
+        }
+        let skip = match &self.downsample {
+            Some(d) => d.forward_taped(x, None, tape)?,
+            None => x.clone(),
+        };
+        let out = add_activation(&y, &skip, Some(Relu), Backprop::Plain)?;
+        tape.push(out.clone());
+        Ok(out)
+    }
+
+    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
+        // the tape holds, top first: the output, the projection's, then the convolutions' in reverse
+        mask_from_output(&mut dy, &tape.pop()?, Relu, bp)?;
+        let skip = match &self.downsample {
+            Some(d) => Some(d.backward(&mut dy, None, tape, bp)?),
+            None => None,
+        };
+        let last = self.convs.len() - 1;
+        let mut g = self.convs[last].backward(&mut dy, None, tape, bp)?;
+        for c in self.convs[..last].iter().rev() {
+            g = c.backward(&mut g, Some(Relu), tape, bp)?;
+        }
+        g.add_assign(skip.as_ref().unwrap_or(&dy))?;
+        Ok(g)
+    }
 }
 
 struct Classifier(Linear);
 impl Stage for Classifier {
     fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
         pool_and_classify(x, &self.0)
+    }
+    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
+        tape.push(x.clone());
+        pool_and_classify(x, &self.0)
+    }
+    fn backward(&self, dy: Grad, tape: &mut Tape, _: Backprop) -> candle_core::Result<Grad> {
+        pool_and_classify_backward(&dy, tape.pop()?.dims4()?, &self.0)
     }
 }
 

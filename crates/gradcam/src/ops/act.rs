@@ -98,6 +98,25 @@ impl CustomOp2 for ActBackward {
     }
 }
 
+/// dy ← dy · 1[the activation passes at y] (· 1[dy > 0] when guided), in place: the backward pass of an
+/// activation known by its output y, for the stages' own backward pass.
+pub fn mask_from_output(dy: &mut super::Grad, y: &Tensor, a: Activation, bp: Backprop) -> Result<()> {
+    super::with_f32(y, "activation backward", |y| {
+        if y.len() != dy.data.len() {
+            candle_core::bail!("activation backward: {} outputs, {} gradients", y.len(), dy.data.len())
+        }
+        let guided = bp == Backprop::Guided;
+        dy.data.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
+            for (g, y) in g.iter_mut().zip(y) {
+                // `&`, not `&&`: no branch, so that the loop vectorises
+                let keep = a.passes_out(*y) & (!guided | (*g > 0.0));
+                *g = if keep { *g } else { 0.0 };
+            }
+        });
+        Ok(())
+    })
+}
+
 /// (y, dy) → dx for an activation known by its output (fused ops keep only y).
 pub(crate) struct MaskFromOutput(pub Activation, pub Backprop);
 

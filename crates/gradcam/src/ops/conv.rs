@@ -3,6 +3,7 @@
 //! gradient (a transposed convolution). Weights are constants: no weight or bias gradient is produced.
 
 use super::act::{Activation, Backprop, MaskFromOutput};
+use super::depthwise;
 use super::{dims4, f32_slice, threads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -52,17 +53,17 @@ impl ConvConfig {
 
 /// Everything a kernel needs, resolved from the shapes.
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    cfg: ConvConfig,
+pub(super) struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub cfg: ConvConfig,
 }
 
 impl Geom {
@@ -92,7 +93,7 @@ impl Geom {
     fn batch_gemm(&self) -> bool {
         self.cfg.groups == 1 && self.n > 1 && self.p() < 1024
     }
-    fn p(&self) -> usize {
+    pub fn p(&self) -> usize {
         self.ho * self.wo
     }
     /// Output columns `ox` whose input column `ox*sw + kx - left` lies inside the image.
@@ -129,21 +130,6 @@ impl Geom {
             None
         } else {
             Some(v - self.cfg.pad.top)
-        }
-    }
-}
-
-/// d[j] += w · s[x0 + j·step] for every j (contiguous and vectorisable when step is 1).
-#[inline]
-fn gather_axpy(d: &mut [f32], s: &[f32], x0: usize, step: usize, w: f32) {
-    if step == 1 {
-        let n = d.len();
-        for (d, s) in d.iter_mut().zip(&s[x0..x0 + n]) {
-            *d += w * s;
-        }
-    } else {
-        for (d, s) in d.iter_mut().zip(s[x0..].iter().step_by(step)) {
-            *d += w * s;
         }
     }
 }
@@ -264,21 +250,21 @@ fn col2im_at(col: &[f32], cg: usize, g: &Geom, dx: &mut [f32], rs: usize, off: u
     });
 }
 
-fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
+fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>) -> Vec<f32> {
+    if g.depthwise() {
+        return depthwise::forward(x, wt, bias, g, act);
+    }
+    let mut y = forward_dense(x, wt, bias, g);
+    if let Some(act) = act {
+        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
+    }
+    y
+}
+
+/// Dense and grouped convolutions: im2col (none for 1×1 stride 1) and gemm.
+fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let p = g.p();
     let mut out = vec![0f32; g.n * g.o * p];
-    if g.depthwise() {
-        out.par_chunks_mut(p).enumerate().for_each(|(nc, dst)| {
-            let c = nc % g.c;
-            dst.fill(bias[c]);
-            let (src, wc) = (&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], &wt[c * g.kh * g.kw..]);
-            g.taps(|t, oy, iy, lo, hi, x0| {
-                let s = &src[iy * g.w..(iy + 1) * g.w];
-                gather_axpy(&mut dst[oy * g.wo + lo..oy * g.wo + hi], s, x0, g.cfg.stride.1, wc[t]);
-            });
-        });
-        return out;
-    }
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
@@ -307,19 +293,11 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
+    if g.depthwise() {
+        return depthwise::input_grad(gy, wt, g);
+    }
     let p = g.p();
     let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
-    if g.depthwise() {
-        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(nc, dst)| {
-            let c = nc % g.c;
-            let (src, wc) = (&gy[nc * p..(nc + 1) * p], &wt[c * g.kh * g.kw..]);
-            g.taps(|t, oy, iy, lo, hi, x0| {
-                let s = &src[oy * g.wo + lo..oy * g.wo + hi];
-                scatter_axpy(&mut dst[iy * g.w..(iy + 1) * g.w], x0, g.cfg.stride.1, s, wc[t]);
-            });
-        });
-        return dx;
-    }
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
@@ -433,10 +411,7 @@ impl CustomOp3 for Conv2dOp {
         if b.len() != g.o {
             candle_core::bail!("conv2d: bias has {} values for {} output channels", b.len(), g.o)
         }
-        let mut y = forward(x, w, b, &g);
-        if let Some((act, _)) = self.1 {
-            y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
-        }
+        let y = forward(x, w, b, &g, self.1.map(|(a, _)| a));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -511,6 +486,22 @@ pub fn conv2d_act(
     )
 }
 
+/// The input gradient of [`conv2d`] for an input of shape `x_dims`, from the output gradient `dy` (the
+/// stages' own backward pass; CPU only).
+pub fn conv2d_input_grad(
+    dy: &super::Grad,
+    x_dims: (usize, usize, usize, usize),
+    weight: &Tensor,
+    cfg: ConvConfig,
+) -> Result<super::Grad> {
+    let g = Geom::new(x_dims, weight.dims4()?, cfg)?;
+    if dy.dims4("conv2d backward")? != (g.n, g.o, g.ho, g.wo) {
+        candle_core::bail!("conv2d backward: gradient shape {:?} does not fit the convolution", dy.dims)
+    }
+    let dx = super::with_f32(weight, "conv2d backward", |w| Ok(input_grad(&dy.data, w, &g)))?;
+    Ok(super::Grad { data: dx, dims: vec![g.n, g.c, g.h, g.w] })
+}
+
 /// The same convolution with candle's stock ops (explicit zero padding, then `conv2d`).
 pub fn conv2d_stock(x: &Tensor, weight: &Tensor, bias: &Tensor, cfg: ConvConfig) -> Result<Tensor> {
     let p = cfg.pad;
@@ -544,6 +535,11 @@ mod tests {
             ((1, 6, 12, 11), (6, 5), ConvConfig::tf_same(12, 11, (5, 5), 2, 6)),
             ((1, 4, 10, 10), (4, 3), ConvConfig::tf_same(10, 10, (3, 3), 2, 1)),
             ((1, 8, 7, 9), (4, 3), ConvConfig::new(1, Pad { top: 0, left: 2, bottom: 1, right: 0 }, 2)),
+            // depthwise: odd sizes, both strides, kernels 3 and 5, padding wider than the stride
+            ((2, 5, 7, 7), (5, 5), ConvConfig::new(1, Pad::same(2), 5)),
+            ((1, 3, 15, 15), (3, 3), ConvConfig::new(2, Pad::same(1), 3)),
+            ((1, 4, 13, 13), (4, 5), ConvConfig::tf_same(13, 13, (5, 5), 2, 4)),
+            ((1, 3, 11, 11), (3, 5), ConvConfig::new(3, Pad { top: 1, left: 3, bottom: 2, right: 0 }, 3)),
         ]
     }
 

@@ -7,9 +7,57 @@
 
 pub mod act;
 pub mod conv;
+mod depthwise;
 pub mod pool;
+mod simd;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// A gradient carried backward through a network by the stages' own backward passes (see
+/// `models::Stage::backward`): owned, so that an activation's mask is applied in place, with no candle
+/// autograd graph, no zero-filled accumulators and no extra copies.
+#[derive(Clone, Debug)]
+pub struct Grad {
+    pub data: Vec<f32>,
+    pub dims: Vec<usize>,
+}
+
+impl Grad {
+    /// A copy of a (CPU) tensor's values.
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        Ok(Grad { data: t.flatten_all()?.to_vec1::<f32>()?, dims: t.dims().to_vec() })
+    }
+    pub fn into_tensor(self, dev: &candle_core::Device) -> Result<Tensor> {
+        Tensor::from_vec(self.data, self.dims, dev)
+    }
+    pub(crate) fn dims4(&self, op: &str) -> Result<(usize, usize, usize, usize)> {
+        match self.dims[..] {
+            [a, b, c, d] => Ok((a, b, c, d)),
+            _ => candle_core::bail!("{op}: expected a 4-D gradient, got shape {:?}", self.dims),
+        }
+    }
+    /// self += other, element by element.
+    pub fn add_assign(&mut self, other: &Grad) -> Result<()> {
+        if self.dims != other.dims {
+            candle_core::bail!("gradient sum: shapes {:?} and {:?} differ", self.dims, other.dims)
+        }
+        self.data.par_chunks_mut(1 << 14).zip(other.data.par_chunks(1 << 14)).for_each(|(a, b)| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        });
+        Ok(())
+    }
+}
+
+/// Run `f` on the values of a contiguous f32 CPU tensor.
+pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(cs) => f(f32_slice(cs, l, op)?),
+        _ => candle_core::bail!("{op}: the network's own backward pass runs on the CPU only"),
+    }
+}
 
 /// Apply a backward kernel (an untracked two-input op) to contiguous copies of its inputs.
 pub(crate) fn backward_op(a: &Tensor, b: &Tensor, op: &impl CustomOp2) -> Result<Tensor> {

@@ -86,20 +86,36 @@ impl CustomOp2 for MaxPoolBackward {
         if gy.len() != n * c * ho * wo {
             candle_core::bail!("max_pool2d backward: gradient shape {:?} does not fit", l2.dims())
         }
-        let mut dx = vec![0f32; n * c * h * w];
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(i, d)| {
-            let plane = &x[i * h * w..(i + 1) * h * w];
-            let g = &gy[i * ho * wo..(i + 1) * ho * wo];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    if let Some(j) = p.argmax(plane, h, w, oy, ox) {
-                        d[j] += g[oy * wo + ox];
-                    }
+        Ok((CpuStorage::F32(pool_backward(x, gy, (n, c, h, w), p)), Shape::from((n, c, h, w))))
+    }
+}
+
+fn pool_backward(x: &[f32], gy: &[f32], (n, c, h, w): (usize, usize, usize, usize), p: PoolConfig) -> Vec<f32> {
+    let (ho, wo) = (p.out(h), p.out(w));
+    let mut dx = vec![0f32; n * c * h * w];
+    dx.par_chunks_mut(h * w).enumerate().for_each(|(i, d)| {
+        let plane = &x[i * h * w..(i + 1) * h * w];
+        let g = &gy[i * ho * wo..(i + 1) * ho * wo];
+        for oy in 0..ho {
+            for ox in 0..wo {
+                if let Some(j) = p.argmax(plane, h, w, oy, ox) {
+                    d[j] += g[oy * wo + ox];
                 }
             }
-        });
-        Ok((CpuStorage::F32(dx), Shape::from((n, c, h, w))))
+        }
+    });
+    dx
+}
+
+/// The input gradient of [`max_pool2d`] from the output gradient (the stages' own backward pass; CPU only).
+pub fn max_pool2d_input_grad(dy: &super::Grad, x: &Tensor, cfg: PoolConfig) -> Result<super::Grad> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (cfg.out(h), cfg.out(w));
+    if dy.dims4("max_pool2d backward")? != (n, c, ho, wo) {
+        candle_core::bail!("max_pool2d backward: gradient shape {:?} does not fit", dy.dims)
     }
+    let dx = super::with_f32(x, "max_pool2d backward", |x| Ok(pool_backward(x, &dy.data, (n, c, h, w), cfg)))?;
+    Ok(super::Grad { data: dx, dims: vec![n, c, h, w] })
 }
 
 /// 2-D max-pool with -inf padding (PyTorch's `MaxPool2d(kernel, stride, padding)`), differentiable.

@@ -1,0 +1,193 @@
+//! Depthwise convolution (one filter per channel), forward and input gradient, by *phase planes*.
+//!
+//! A channel's zero-padded input is split by stride phase: plane (qy, qx) holds the padded pixels
+//! (a·sh + qy, b·sw + qx), rows `wq` long. Output pixel (oy, ox) then reads, for tap (ky, kx), element
+//! (oy + ky/sh, ox + kx/sw) of plane (ky mod sh, kx mod sw). With the output laid out in rows of the same
+//! length `wq` (the columns past `wo` are scratch), output element i reads element `start(tap) + i` of the
+//! planes, whatever the image size or stride: the whole channel is one [`simd::correlate`], which keeps
+//! blocks of outputs in registers across all taps.
+//!
+//! The input gradient is the same correlation the other way: plane element j of phase q receives
+//! Σ w(tap) · dy[j − off(tap)] over the taps of that phase, dy laid out in rows of `wq` with zeros before,
+//! after and in the scratch columns; then the planes are gathered back into the image.
+//!
+//! The sums run in the same order as a direct convolution (bias, then the taps row by row; a tap in the
+//! padding adds w·0), so the figures equal a direct loop's on every machine.
+
+use super::act::Activation;
+use super::conv::Geom;
+use super::simd;
+use rayon::prelude::*;
+
+/// Sizes of the phase planes of one channel.
+#[derive(Clone, Copy)]
+struct Phases {
+    sh: usize,
+    sw: usize,
+    wq: usize,
+    /// Elements per plane: the padded rows, a spare one (a tap's run may pass the last row's end by less
+    /// than a row) and rounding to whole vectors.
+    plane: usize,
+    /// Length of the output runs: ho·wq.
+    run: usize,
+}
+
+impl Phases {
+    fn new(g: &Geom) -> Self {
+        let (sh, sw) = g.cfg.stride;
+        let hp = g.h + g.cfg.pad.top + g.cfg.pad.bottom;
+        let wp = g.w + g.cfg.pad.left + g.cfg.pad.right;
+        let wq = wp.div_ceil(sw);
+        // ho + (kh−1)/sh ≤ ⌈hp/sh⌉ and wo + (kw−1)/sw ≤ wq: a run from a tap's offset ends inside the spare row
+        Phases { sh, sw, wq, plane: ((hp.div_ceil(sh) + 1) * wq).next_multiple_of(16), run: g.ho * wq }
+    }
+    fn len(&self) -> usize {
+        self.sh * self.sw * self.plane
+    }
+    /// Index in the planes of image pixel (iy, ix).
+    #[inline]
+    fn index(&self, g: &Geom, iy: usize, ix: usize) -> usize {
+        let (py, px) = (iy + g.cfg.pad.top, ix + g.cfg.pad.left);
+        ((py % self.sh) * self.sw + px % self.sw) * self.plane + (py / self.sh) * self.wq + px / self.sw
+    }
+    /// The phase plane of tap (ky, kx) and its offset inside the plane.
+    #[inline]
+    fn tap(&self, ky: usize, kx: usize) -> (usize, usize) {
+        ((ky % self.sh) * self.sw + kx % self.sw, (ky / self.sh) * self.wq + kx / self.sw)
+    }
+}
+
+/// For image row `iy` and column phase `qx`: the first image column in that phase and where its pixel lies in
+/// the planes; the row's later pixels of the phase are every `sw`-th column, stored one after the other.
+#[inline]
+fn phase_run(g: &Geom, ph: &Phases, iy: usize, qx: usize) -> Option<(usize, usize)> {
+    let l = g.cfg.pad.left;
+    let ix0 = (qx + ph.sw - l % ph.sw) % ph.sw;
+    (ix0 < g.w).then(|| (ix0, ph.index(g, iy, ix0)))
+}
+
+/// Scatter one channel's image into its phase planes, zero elsewhere.
+fn to_phases(src: &[f32], g: &Geom, ph: &Phases, planes: &mut [f32]) {
+    planes.fill(0.0);
+    for iy in 0..g.h {
+        let row = &src[iy * g.w..(iy + 1) * g.w];
+        if let Some((a, b)) = pair_runs(g, ph, iy, row.len()) {
+            let (lo, hi) = planes.split_at_mut(a.max(b));
+            let (ra, rb) = if a < b { (&mut lo[a..], &mut hi[..]) } else { (&mut hi[..], &mut lo[b..]) };
+            simd::deinterleave2(row, &mut ra[..row.len().div_ceil(2)], &mut rb[..row.len() / 2]);
+            continue;
+        }
+        for qx in 0..ph.sw {
+            if let Some((ix0, i)) = phase_run(g, ph, iy, qx) {
+                let src = &row[ix0..];
+                let d = &mut planes[i..i + src.len().div_ceil(ph.sw)];
+                if ph.sw == 1 {
+                    d.copy_from_slice(src);
+                } else {
+                    for (d, v) in d.iter_mut().zip(src.iter().step_by(ph.sw)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stride 2, rows of two pixels or more: where the row's even and odd pixels start in the planes.
+fn pair_runs(g: &Geom, ph: &Phases, iy: usize, w: usize) -> Option<(usize, usize)> {
+    if ph.sw != 2 || w < 2 {
+        return None;
+    }
+    Some((ph.index(g, iy, 0), ph.index(g, iy, 1)))
+}
+
+/// Gather one channel's image back from its phase planes.
+fn from_phases(planes: &[f32], g: &Geom, ph: &Phases, dst: &mut [f32]) {
+    for iy in 0..g.h {
+        let row = &mut dst[iy * g.w..(iy + 1) * g.w];
+        if let Some((a, b)) = pair_runs(g, ph, iy, row.len()) {
+            let n = row.len();
+            simd::interleave2(&planes[a..a + n.div_ceil(2)], &planes[b..b + n / 2], row);
+            continue;
+        }
+        for qx in 0..ph.sw {
+            if let Some((ix0, i)) = phase_run(g, ph, iy, qx) {
+                let d = &mut row[ix0..];
+                let s = &planes[i..i + d.len().div_ceil(ph.sw)];
+                if ph.sw == 1 {
+                    d.copy_from_slice(s);
+                } else {
+                    for (v, s) in d.iter_mut().step_by(ph.sw).zip(s) {
+                        *v = *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y = act(depthwise(x) + bias) for every image and channel.
+pub(super) fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>) -> Vec<f32> {
+    let (p, taps, ph) = (g.p(), g.kh * g.kw, Phases::new(g));
+    let starts: Vec<usize> = (0..g.kh)
+        .flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))
+        .map(|(ky, kx)| {
+            let (q, off) = ph.tap(ky, kx);
+            q * ph.plane + off
+        })
+        .collect();
+    let mut out = vec![0f32; g.n * g.o * p];
+    out.par_chunks_mut(p).enumerate().for_each_init(
+        || (vec![0f32; ph.len()], vec![0f32; ph.run]),
+        |(planes, acc), (nc, dst)| {
+            let c = nc % g.c;
+            to_phases(&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], g, &ph, planes);
+            simd::correlate(acc, bias[c], planes, &starts, &wt[c * taps..(c + 1) * taps]);
+            for (d, a) in dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq)) {
+                match act {
+                    Some(f) => d.iter_mut().zip(a).for_each(|(d, a)| *d = f.apply(*a)),
+                    None => d.copy_from_slice(&a[..g.wo]),
+                }
+            }
+        },
+    );
+    out
+}
+
+/// dx of a depthwise convolution from dy (a transposed depthwise convolution).
+pub(super) fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
+    let (p, taps, ph) = (g.p(), g.kh * g.kw, Phases::new(g));
+    // per phase plane: its taps (index, offset), in tap order
+    let mut by_phase: Vec<Vec<(usize, usize)>> = vec![vec![]; ph.sh * ph.sw];
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let (q, off) = ph.tap(ky, kx);
+            by_phase[q].push((ky * g.kw + kx, off));
+        }
+    }
+    let lead = by_phase.iter().flatten().map(|t| t.1).max().unwrap_or(0);
+    let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+    dx.par_chunks_mut(g.h * g.w).enumerate().for_each_init(
+        || (vec![0f32; ph.len()], vec![0f32; lead + ph.plane], Vec::with_capacity(taps), Vec::with_capacity(taps)),
+        |(planes, gpad, starts, ws), (nc, dst)| {
+            let c = nc % g.c;
+            // gpad = [lead zeros | dy in rows of wq, scratch columns zero | zeros]
+            gpad.fill(0.0);
+            for (e, s) in gpad[lead..lead + ph.run].chunks_mut(ph.wq).zip(gy[nc * p..(nc + 1) * p].chunks(g.wo)) {
+                e[..g.wo].copy_from_slice(s);
+            }
+            let wc = &wt[c * taps..(c + 1) * taps];
+            for (q, plane) in planes.chunks_mut(ph.plane).enumerate() {
+                starts.clear();
+                ws.clear();
+                for &(t, off) in &by_phase[q] {
+                    starts.push(lead - off);
+                    ws.push(wc[t]);
+                }
+                simd::correlate(plane, 0.0, gpad, starts, ws);
+            }
+            from_phases(planes, g, &ph, dst);
+        },
+    );
+    dx
+}

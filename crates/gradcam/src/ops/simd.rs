@@ -1,0 +1,180 @@
+//! Hand-vectorised inner loops, chosen at run time: AVX-512 where the CPU has it, plain loops elsewhere.
+//! Both compute the same sums in the same order (a multiply, then an add, rounded each: no fused
+//! multiply-add), so the figures do not depend on the machine.
+
+/// `out[i] = init + Σ_t w[t] · src[starts[t] + i]` for every i, the taps added in order.
+///
+/// Panics if a tap would read past `src` (the callers size their buffers so that it cannot).
+pub(crate) fn correlate(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+    assert!(starts.len() == w.len() && starts.iter().all(|s| s + out.len() <= src.len()), "correlate: bounds");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, and every read (src[starts[t] + i], i < out.len()) was checked above.
+        unsafe { correlate_avx512(out, init, src, starts, w) };
+        return;
+    }
+    correlate_plain(out, init, src, starts, w);
+}
+
+fn correlate_plain(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+    out.fill(init);
+    for (s, w) in starts.iter().zip(w) {
+        for (o, x) in out.iter_mut().zip(&src[*s..]) {
+            *o += w * x;
+        }
+    }
+}
+
+/// Blocks of 64 outputs held in four registers across all taps, then blocks of 16, then the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn correlate_avx512(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let (sp, op) = (src.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i + 64 <= n {
+        let mut a = [_mm512_set1_ps(init); 4];
+        for (s, w) in starts.iter().zip(w) {
+            let wv = _mm512_set1_ps(*w);
+            let p = sp.add(s + i);
+            for (r, acc) in a.iter_mut().enumerate() {
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wv, _mm512_loadu_ps(p.add(16 * r))));
+            }
+        }
+        for (r, acc) in a.iter().enumerate() {
+            _mm512_storeu_ps(op.add(i + 16 * r), *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let mut acc = _mm512_set1_ps(init);
+        for (s, w) in starts.iter().zip(w) {
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), _mm512_loadu_ps(sp.add(s + i))));
+        }
+        _mm512_storeu_ps(op.add(i), acc);
+        i += 16;
+    }
+    if i < n {
+        let k: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
+        let mut acc = _mm512_set1_ps(init);
+        for (s, w) in starts.iter().zip(w) {
+            let x = _mm512_maskz_loadu_ps(k, sp.add(s + i));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), x));
+        }
+        _mm512_mask_storeu_ps(op.add(i), k, acc);
+    }
+}
+
+/// even[j] = src[2j], odd[j] = src[2j + 1] (even holds ⌈n/2⌉ values, odd ⌊n/2⌋).
+pub(crate) fn deinterleave2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    assert!(even.len() == src.len().div_ceil(2) && odd.len() == src.len() / 2, "deinterleave2: lengths");
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is there; the blocks read src[32k..32k + 32] and write 16 values of each output
+        // only while 32k + 32 <= src.len(), within the lengths checked above.
+        j = unsafe { deinterleave2_avx512(src, even, odd) };
+    }
+    for j in j..odd.len() {
+        even[j] = src[2 * j];
+        odd[j] = src[2 * j + 1];
+    }
+    if even.len() > odd.len() {
+        even[odd.len()] = src[src.len() - 1];
+    }
+}
+
+/// The whole blocks of 16 pairs; returns how many pairs it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave2_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut j = 0;
+    while 2 * j + 32 <= src.len() {
+        let a = _mm512_loadu_ps(src.as_ptr().add(2 * j));
+        let b = _mm512_loadu_ps(src.as_ptr().add(2 * j + 16));
+        _mm512_storeu_ps(even.as_mut_ptr().add(j), _mm512_permutex2var_ps(a, ie, b));
+        _mm512_storeu_ps(odd.as_mut_ptr().add(j), _mm512_permutex2var_ps(a, io, b));
+        j += 16;
+    }
+    j
+}
+
+/// dst[2j] = even[j], dst[2j + 1] = odd[j]: the inverse of [`deinterleave2`].
+pub(crate) fn interleave2(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    assert!(even.len() == dst.len().div_ceil(2) && odd.len() == dst.len() / 2, "interleave2: lengths");
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: as in deinterleave2, with reads and writes swapped.
+        j = unsafe { interleave2_avx512(even, odd, dst) };
+    }
+    for j in j..odd.len() {
+        dst[2 * j] = even[j];
+        dst[2 * j + 1] = odd[j];
+    }
+    if even.len() > odd.len() {
+        let n = dst.len();
+        dst[n - 1] = even[odd.len()];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave2_avx512(even: &[f32], odd: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let mut j = 0;
+    while 2 * j + 32 <= dst.len() {
+        let e = _mm512_loadu_ps(even.as_ptr().add(j));
+        let o = _mm512_loadu_ps(odd.as_ptr().add(j));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(2 * j), _mm512_permutex2var_ps(e, lo, o));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(2 * j + 16), _mm512_permutex2var_ps(e, hi, o));
+        j += 16;
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaving_round_trips() {
+        for n in [0usize, 1, 2, 31, 32, 33, 64, 101, 224] {
+            let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let (mut e, mut o) = (vec![0f32; n.div_ceil(2)], vec![0f32; n / 2]);
+            deinterleave2(&src, &mut e, &mut o);
+            assert!(e.iter().enumerate().all(|(j, v)| *v == (2 * j) as f32), "n = {n}");
+            assert!(o.iter().enumerate().all(|(j, v)| *v == (2 * j + 1) as f32), "n = {n}");
+            let mut back = vec![-1f32; n];
+            interleave2(&e, &o, &mut back);
+            assert_eq!(back, src, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn simd_and_plain_agree_bit_for_bit() {
+        let src: Vec<f32> = (0..400).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let starts = [0usize, 3, 17, 40, 41];
+        let w = [0.3f32, -1.25, 2.0, 0.001, -7.5];
+        for n in [0usize, 1, 15, 16, 17, 63, 64, 65, 130, 300] {
+            let mut a = vec![0f32; n];
+            let mut b = vec![0f32; n];
+            correlate(&mut a, 0.5, &src, &starts, &w);
+            correlate_plain(&mut b, 0.5, &src, &starts, &w);
+            assert_eq!(a, b, "n = {n}");
+            for (i, v) in b.iter().enumerate() {
+                let mut e = 0.5f32;
+                for (s, w) in starts.iter().zip(&w) {
+                    e += w * src[s + i];
+                }
+                assert_eq!(*v, e);
+            }
+        }
+    }
+}
