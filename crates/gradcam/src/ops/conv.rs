@@ -220,9 +220,13 @@ fn im2col_at(x: &[f32], cg: usize, g: &Geom, col: &mut [f32], rs: usize, off: us
                             r[..lo].fill(0.0);
                             r[hi..].fill(0.0);
                             let src = &plane[iy * g.w..(iy + 1) * g.w];
-                            let sw = g.cfg.stride.1;
-                            for (ox, v) in r[lo..hi].iter_mut().enumerate() {
-                                *v = src[(ox + lo) * sw + kx - g.cfg.pad.left];
+                            let (sw, x0) = (g.cfg.stride.1, lo * g.cfg.stride.1 + kx - g.cfg.pad.left);
+                            if sw == 1 {
+                                r[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
+                            } else {
+                                for (v, s) in r[lo..hi].iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                                    *v = *s;
+                                }
                             }
                         }
                     }
