@@ -18,23 +18,65 @@ impl PoolConfig {
         (i + 2 * self.pad - self.kernel) / self.stride + 1
     }
 
-    /// Index (in the plane) of the first maximum of the window of output (oy, ox); None if empty.
-    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> Option<usize> {
-        let mut best: Option<(usize, f32)> = None;
-        for ky in 0..self.kernel {
-            let iy = (oy * self.stride + ky).checked_sub(self.pad).filter(|&v| v < h);
-            let Some(iy) = iy else { continue };
-            for kx in 0..self.kernel {
-                let Some(ix) = (ox * self.stride + kx).checked_sub(self.pad).filter(|&v| v < w) else {
-                    continue;
-                };
-                let v = plane[iy * w + ix];
-                if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
-                    best = Some((iy * w + ix, v));
+    /// The rows or columns of the input that window `o` covers, clipped to the image (may be empty).
+    #[inline]
+    fn span(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = o * self.stride;
+        (start.saturating_sub(self.pad).min(len), (start + self.kernel).saturating_sub(self.pad).min(len))
+    }
+
+    /// Every window's maximum (NaN if the window holds one, -inf if it lies wholly in the padding): the
+    /// maximum down each column of the window's rows first (contiguous, vectorised), then across.
+    fn plane_max(&self, plane: &[f32], h: usize, w: usize, col: &mut [f32], out: &mut [f32]) {
+        let wo = self.out(w);
+        for (oy, orow) in out.chunks_mut(wo).enumerate() {
+            let (y0, y1) = self.span(oy, h);
+            col.fill(f32::NEG_INFINITY);
+            for iy in y0..y1 {
+                for (m, &v) in col.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
+                    *m = nan_max(*m, v);
                 }
             }
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let (x0, x1) = self.span(ox, w);
+                *o = if y0 < y1 {
+                    col[x0..x1].iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v))
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
         }
-        best.map(|(i, _)| i)
+    }
+
+    /// Index (in the plane) of the window's maximum, the first in scan order unless a NaN comes later (the
+    /// last NaN wins, as in PyTorch); None if the window lies wholly in the padding.
+    #[inline]
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> Option<usize> {
+        let ((y0, y1), (x0, x1)) = (self.span(oy, h), self.span(ox, w));
+        if y0 >= y1 || x0 >= x1 {
+            return None;
+        }
+        let (mut bi, mut bv) = (y0 * w + x0, plane[y0 * w + x0]);
+        for iy in y0..y1 {
+            let row = &plane[iy * w + x0..iy * w + x1];
+            for (j, &v) in row.iter().enumerate() {
+                // selects, not a branch: on real data the comparison is unpredictable
+                let take = (v > bv) | v.is_nan();
+                bi = if take { iy * w + x0 + j } else { bi };
+                bv = if take { v } else { bv };
+            }
+        }
+        Some(bi)
+    }
+}
+
+/// max(m, v), NaN if either is (as PyTorch's max-pool).
+#[inline]
+fn nan_max(m: f32, v: f32) -> f32 {
+    if (v > m) | v.is_nan() {
+        v
+    } else {
+        m
     }
 }
 
@@ -54,14 +96,10 @@ impl CustomOp1 for MaxPool {
         }
         let (ho, wo) = (p.out(h), p.out(w));
         let mut y = vec![0f32; n * c * ho * wo];
-        y.par_chunks_mut(ho * wo).enumerate().for_each(|(i, out)| {
-            let plane = &x[i * h * w..(i + 1) * h * w];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    out[oy * wo + ox] = p.argmax(plane, h, w, oy, ox).map_or(f32::NEG_INFINITY, |j| plane[j]);
-                }
-            }
-        });
+        y.par_chunks_mut(ho * wo).enumerate().for_each_init(
+            || vec![0f32; w],
+            |col, (i, out)| p.plane_max(&x[i * h * w..(i + 1) * h * w], h, w, col, out),
+        );
         Ok((CpuStorage::F32(y), Shape::from((n, c, ho, wo))))
     }
 
@@ -98,13 +136,45 @@ fn pool_backward(x: &[f32], gy: &[f32], (n, c, h, w): (usize, usize, usize, usiz
         let g = &gy[i * ho * wo..(i + 1) * ho * wo];
         for oy in 0..ho {
             for ox in 0..wo {
-                if let Some(j) = p.argmax(plane, h, w, oy, ox) {
-                    d[j] += g[oy * wo + ox];
+                let gv = g[oy * wo + ox];
+                if gv == 0.0 {
+                    continue; // common in guided backprop; adds nothing
+                }
+                let inside = oy * p.stride >= p.pad
+                    && ox * p.stride >= p.pad
+                    && oy * p.stride + p.kernel <= h + p.pad
+                    && ox * p.stride + p.kernel <= w + p.pad;
+                let j = if p.kernel == 3 && inside {
+                    Some(argmax3(plane, w, oy * p.stride - p.pad, ox * p.stride - p.pad))
+                } else {
+                    p.argmax(plane, h, w, oy, ox)
+                };
+                if let Some(j) = j {
+                    d[j] += gv;
                 }
             }
         }
     });
     dx
+}
+
+/// [`PoolConfig::argmax`] for a 3×3 window wholly inside the image, top-left (y0, x0), unrolled.
+#[inline]
+fn argmax3(plane: &[f32], w: usize, y0: usize, x0: usize) -> usize {
+    let (mut bi, mut bv) = (y0 * w + x0, plane[y0 * w + x0]);
+    for ky in 0..3 {
+        let r = (y0 + ky) * w + x0;
+        let row: &[f32; 3] = match plane[r..r + 3].try_into() {
+            Ok(a) => a,
+            Err(_) => return bi, // unreachable: the slice is 3 long
+        };
+        for (kx, &v) in row.iter().enumerate() {
+            let take = (v > bv) | v.is_nan();
+            bi = if take { r + kx } else { bi };
+            bv = if take { v } else { bv };
+        }
+    }
+    bi
 }
 
 /// The input gradient of [`max_pool2d`] from the output gradient (the stages' own backward pass; CPU only).
@@ -183,6 +253,55 @@ mod tests {
                 }
             }
             assert_eq!(*want, m);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_with_ties_sends_each_gradient_to_the_first_maximum() {
+        // values on a coarse grid, so that windows tie often (as after a ReLU), and a few NaNs
+        let (h, w) = (9, 11);
+        let x: Vec<f32> =
+            (0..2 * h * w).map(|i| if i % 37 == 5 { f32::NAN } else { ((i * 7919) % 5) as f32 * 0.5 - 0.5 }).collect();
+        for p in [PoolConfig { kernel: 3, stride: 2, pad: 1 }, PoolConfig { kernel: 3, stride: 1, pad: 0 }] {
+            let (ho, wo) = (p.out(h), p.out(w));
+            let gy: Vec<f32> = (0..2 * ho * wo).map(|i| 1.0 + (i % 13) as f32).collect();
+            let dx = pool_backward(&x, &gy, (1, 2, h, w), p);
+            let mut want = vec![0f32; 2 * h * w];
+            for c in 0..2 {
+                let plane = &x[c * h * w..(c + 1) * h * w];
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        // the window in scan order: the first maximum, unless a NaN comes later (the last NaN)
+                        let mut best: Option<(usize, f32)> = None;
+                        for iy in (oy * p.stride).saturating_sub(p.pad)..(oy * p.stride + p.kernel - p.pad).min(h) {
+                            for ix in (ox * p.stride).saturating_sub(p.pad)..(ox * p.stride + p.kernel - p.pad).min(w) {
+                                let v = plane[iy * w + ix];
+                                if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                                    best = Some((iy * w + ix, v));
+                                }
+                            }
+                        }
+                        if let Some((j, _)) = best {
+                            want[c * h * w + j] += gy[(c * ho + oy) * wo + ox];
+                        }
+                    }
+                }
+            }
+            assert_eq!(dx, want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn nan_propagates_to_every_window_that_holds_it() -> Result<()> {
+        let mut v = rand(&[1, 1, 6, 7], 8).flatten_all()?.to_vec1::<f32>()?;
+        v[2 * 7 + 3] = f32::NAN; // (2, 3)
+        let x = Tensor::from_vec(v, (1, 1, 6, 7), &candle_core::Device::Cpu)?;
+        let y = max_pool2d(&x, PoolConfig { kernel: 3, stride: 2, pad: 1 })?.flatten_all()?.to_vec1::<f32>()?;
+        // output (oy, ox) covers rows 2oy−1..=2oy+1 and columns 2ox−1..=2ox+1: (2, 3) lies in oy ∈ {1}, ox ∈ {1, 2}
+        for (i, v) in y.iter().enumerate() {
+            let (oy, ox) = (i / 4, i % 4);
+            assert_eq!(v.is_nan(), oy == 1 && (ox == 1 || ox == 2), "output ({oy}, {ox}) = {v}");
         }
         Ok(())
     }
