@@ -118,6 +118,10 @@ impl<'a> Explainer<'a> {
 
     /// [`Explainer::capture`] from a ready [`Explainer::prefix`] output.
     pub fn capture_from(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
+        crate::ops::in_pool(|| self.capture_in_pool(x, prefix, classes, score))
+    }
+
+    fn capture_in_pool(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
         let net = self.net;
         let first = self.first_stage();
         let a0 = prefix.clone();
@@ -285,11 +289,13 @@ pub fn maps_for(
     o: MapOptions,
 ) -> Result<Vec<Vec<postprocess::Map>>> {
     let (_, _, h, w) = x.dims4()?;
-    let cap = match trunk {
-        Some(t) => ex.capture_from(x, t, classes, score)?,
-        None => ex.capture(x, classes, score)?,
-    };
-    methods.iter().map(|m| Ok(final_maps(&raw_maps(ex.net, &cap, *m, o)?, (h, w)))).collect()
+    crate::ops::in_pool(|| {
+        let cap = match trunk {
+            Some(t) => ex.capture_from(x, t, classes, score)?,
+            None => ex.capture(x, classes, score)?,
+        };
+        methods.iter().map(|m| Ok(final_maps(&raw_maps(ex.net, &cap, *m, o)?, (h, w)))).collect()
+    })
 }
 
 /// The 6 test-time augmentations of the reference's `aug_smooth` (ttach: horizontal flip × multiply by

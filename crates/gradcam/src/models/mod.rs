@@ -116,29 +116,35 @@ impl Network {
 
     /// Run stages `from..to` on `x` (the output of stage `from − 1`, or the input when `from` is 0).
     pub fn forward_range(&self, x: &Tensor, from: usize, to: usize, bp: Backprop) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (_, s) in &self.stages[from..to] {
-            x = s.forward(&x, bp)?;
-        }
-        Ok(x)
+        crate::ops::in_pool(|| {
+            let mut x = x.clone();
+            for (_, s) in &self.stages[from..to] {
+                x = s.forward(&x, bp)?;
+            }
+            Ok(x)
+        })
     }
 
     /// The logits, keeping on `tape` what [`Network::backward`] needs.
     pub fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (_, s) in &self.stages {
-            x = s.forward_taped(&x, tape)?;
-        }
-        Ok(x)
+        crate::ops::in_pool(|| {
+            let mut x = x.clone();
+            for (_, s) in &self.stages {
+                x = s.forward_taped(&x, tape)?;
+            }
+            Ok(x)
+        })
     }
 
     /// d/d(input) from d/d(logits), through every stage's own backward pass (CPU only).
     pub fn backward(&self, dlogits: Grad, tape: &mut Tape, bp: Backprop) -> Result<Grad> {
-        let mut g = dlogits;
-        for (_, s) in self.stages.iter().rev() {
-            g = s.backward(g, tape, bp)?;
-        }
-        Ok(g)
+        crate::ops::in_pool(|| {
+            let mut g = dlogits;
+            for (_, s) in self.stages.iter().rev() {
+                g = s.backward(g, tape, bp)?;
+            }
+            Ok(g)
+        })
     }
 
     pub fn num_stages(&self) -> usize {
