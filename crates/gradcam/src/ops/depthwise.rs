@@ -69,6 +69,14 @@ fn phase_run(g: &Geom, ph: &Phases, iy: usize, qx: usize) -> Option<(usize, usiz
 /// Scatter one channel's image into its phase planes, zero elsewhere.
 fn to_phases(src: &[f32], g: &Geom, ph: &Phases, planes: &mut [f32]) {
     planes.fill(0.0);
+    if ph.sh == 1 && ph.sw == 1 {
+        // one plane: the rows one after the other, wq apart
+        let base = ph.index(g, 0, 0);
+        for (d, s) in planes[base..].chunks_mut(ph.wq).zip(src.chunks(g.w)) {
+            d[..g.w].copy_from_slice(s);
+        }
+        return;
+    }
     for iy in 0..g.h {
         let row = &src[iy * g.w..(iy + 1) * g.w];
         if let Some((a, b)) = pair_runs(g, ph, iy, row.len()) {
@@ -103,6 +111,13 @@ fn pair_runs(g: &Geom, ph: &Phases, iy: usize, w: usize) -> Option<(usize, usize
 
 /// Gather one channel's image back from its phase planes.
 fn from_phases(planes: &[f32], g: &Geom, ph: &Phases, dst: &mut [f32]) {
+    if ph.sh == 1 && ph.sw == 1 {
+        let base = ph.index(g, 0, 0);
+        for (d, s) in dst.chunks_mut(g.w).zip(planes[base..].chunks(ph.wq)) {
+            d.copy_from_slice(&s[..g.w]);
+        }
+        return;
+    }
     for iy in 0..g.h {
         let row = &mut dst[iy * g.w..(iy + 1) * g.w];
         if let Some((a, b)) = pair_runs(g, ph, iy, row.len()) {
@@ -143,11 +158,15 @@ pub(super) fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option
             let c = nc % g.c;
             to_phases(&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], g, &ph, planes);
             simd::correlate(acc, bias[c], planes, &starts, &wt[c * taps..(c + 1) * taps]);
-            for (d, a) in dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq)) {
-                match act {
-                    Some(f) => d.iter_mut().zip(a).for_each(|(d, a)| *d = f.apply(*a)),
-                    None => d.copy_from_slice(&a[..g.wo]),
-                }
+            let rows = dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq));
+            match act {
+                Some(Activation::Relu6) => rows.for_each(|(d, a)| {
+                    d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu6.apply(*a))
+                }),
+                Some(Activation::Relu) => rows.for_each(|(d, a)| {
+                    d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu.apply(*a))
+                }),
+                None => rows.for_each(|(d, a)| d.copy_from_slice(&a[..g.wo])),
             }
         },
     );
