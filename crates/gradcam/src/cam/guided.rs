@@ -1,11 +1,10 @@
 //! Guided Backprop: the gradient of the class score with respect to the input image, every ReLU/ReLU6
 //! passing back only positive gradients through positive inputs. Guided Grad-CAM multiplies it by the map.
 
-use super::{class_score, Score};
+use super::{class_score, dscore_dlogits, Score};
 use crate::error::{Error, Result};
 use crate::models::{Network, Tape};
 use crate::ops::act::Backprop;
-use crate::ops::Grad;
 use candle_core::{Tensor, Var};
 
 /// d score / d input with guided activations: (N, 3, H, W), image i for `classes[i]`. On the CPU through
@@ -22,13 +21,7 @@ pub fn guided_backprop(net: &Network, x: &Tensor, classes: &[usize], score: Scor
 pub fn input_gradient(net: &Network, x: &Tensor, classes: &[usize], score: Score, bp: Backprop) -> Result<Tensor> {
     let mut tape = Tape::default();
     let logits = net.forward_taped(x, &mut tape)?;
-    // d score / d logits: the score is a function of the logits only, cheap to differentiate with autograd
-    let l = Var::from_tensor(&logits)?;
-    let grads = class_score(l.as_tensor(), classes, score)?.backward()?;
-    let dlogits = match grads.get(l.as_tensor()) {
-        Some(g) => Grad::from_tensor(g)?,
-        None => return Err(Error::invalid("no gradient reached the logits")),
-    };
+    let dlogits = dscore_dlogits(&logits, classes, score)?;
     Ok(net.backward(dlogits, &mut tape, bp)?.into_tensor(x.device())?)
 }
 

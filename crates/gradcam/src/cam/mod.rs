@@ -60,6 +60,16 @@ pub struct Explainer<'a> {
     stages: Vec<usize>,
 }
 
+/// d score / d logits (the score is a function of the logits alone: cheap with candle's autograd).
+pub(crate) fn dscore_dlogits(logits: &Tensor, classes: &[usize], score: Score) -> Result<crate::ops::Grad> {
+    let l = Var::from_tensor(&logits.detach())?;
+    let grads = class_score(l.as_tensor(), classes, score)?.backward()?;
+    match grads.get(l.as_tensor()) {
+        Some(g) => Ok(crate::ops::Grad::from_tensor(g)?),
+        None => Err(Error::invalid("no gradient reached the logits")),
+    }
+}
+
 /// The one-hot-weighted score Σ_n s(y)[n, class_n] whose gradient gives each image its own class's gradient.
 pub(crate) fn class_score(logits: &Tensor, classes: &[usize], score: Score) -> Result<Tensor> {
     let (n, k) = logits.dims2()?;
@@ -118,10 +128,39 @@ impl<'a> Explainer<'a> {
 
     /// [`Explainer::capture`] from a ready [`Explainer::prefix`] output.
     pub fn capture_from(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
-        crate::ops::in_pool(|| self.capture_in_pool(x, prefix, classes, score))
+        crate::ops::in_pool(|| {
+            if x.device().is_cpu() {
+                self.capture_taped(x, prefix, classes, score)
+            } else {
+                self.capture_autograd(x, prefix, classes, score)
+            }
+        })
     }
 
-    fn capture_in_pool(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
+    /// On the CPU: the stages after the first target run taped, and their own backward pass gives dY/dA.
+    fn capture_taped(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
+        let (net, first) = (self.net, self.first_stage());
+        let mut tape = crate::models::Tape::default();
+        let mut acts = vec![(first, prefix.clone())];
+        let logits = net.forward_taped_from(prefix, first + 1, &mut tape, |i, t| {
+            if self.stages.contains(&i) {
+                acts.push((i, t.clone()));
+            }
+        })?;
+        let dlogits = dscore_dlogits(&logits, classes, score)?;
+        let grads = net.backward_to(dlogits, &mut tape, Backprop::Plain, first, &self.stages)?;
+        let mut layers = vec![];
+        for (name, &stage) in self.layer_names.iter().zip(&self.stages) {
+            let find = || Error::invalid("internal: a target layer's capture was lost");
+            let a = acts.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
+            let g = grads.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
+            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients: g.into_tensor(x.device())? });
+        }
+        Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
+    }
+
+    /// Anywhere: the stages after the first target run tracked by candle's autograd from a `Var`.
+    fn capture_autograd(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
         let net = self.net;
         let first = self.first_stage();
         let a0 = prefix.clone();
@@ -343,4 +382,40 @@ pub fn maps_aug_smooth(
     }
     debug_assert!(out.iter().all(|p| p.len() == n));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The taped capture (own backward pass) against candle's autograd, several layers at once.
+    #[test]
+    fn taped_capture_matches_autograd() -> Result<()> {
+        let cases: [(&str, &[&str]); 3] = [
+            ("resnet18", &["layer4", "layer3", "layer2.1"]),
+            ("resnet18", &["layer4"]),
+            ("efficientnet_lite0", &["head", "blocks.10"]),
+        ];
+        for (model, layers) in cases {
+            let net = crate::load_model(model, Some("synthetic"), &candle_core::Device::Cpu)?;
+            let ex = Explainer::new(&net, &layers.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+            let x = crate::bench::input(&net, 2)?;
+            let pre = ex.prefix(&x)?;
+            for score in [Score::Logit, Score::Softmax] {
+                let a = ex.capture_taped(&x, &pre, &[7, 300], score)?;
+                let b = ex.capture_autograd(&x, &pre, &[7, 300], score)?;
+                assert_eq!(a.logits.to_vec2::<f32>()?, b.logits.to_vec2::<f32>()?);
+                for (p, q) in a.layers.iter().zip(&b.layers) {
+                    assert_eq!((&p.layer, p.stage), (&q.layer, q.stage));
+                    let d = (&p.activations - &q.activations)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert_eq!(d, 0.0, "{model} {}: activations differ", p.layer);
+                    let d = (&p.gradients - &q.gradients)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    let m = q.gradients.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(m > 0.0, "{model} {}: zero gradient, nothing checked", p.layer);
+                    assert!(d <= 1e-5 * m, "{model} {} {score:?}: gradients differ by {d} (max {m})", p.layer);
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -136,6 +136,51 @@ impl Network {
         })
     }
 
+    /// Stages `from..` on `x` (the output of stage `from − 1`), taped: the logits.
+    pub fn forward_taped_from(
+        &self,
+        x: &Tensor,
+        from: usize,
+        tape: &mut Tape,
+        mut keep: impl FnMut(usize, &Tensor) + Send,
+    ) -> Result<Tensor> {
+        crate::ops::in_pool(|| {
+            let mut x = x.clone();
+            for (i, (_, s)) in self.stages.iter().enumerate().skip(from) {
+                x = s.forward_taped(&x, tape)?;
+                keep(i, &x);
+            }
+            Ok(x)
+        })
+    }
+
+    /// Back from d/d(logits) through the stages after `last_kept` (taped by [`Network::forward_taped_from`]):
+    /// the gradient with respect to the output of each stage in `want` (all ≥ `last_kept`), in the order met.
+    pub fn backward_to(
+        &self,
+        dlogits: Grad,
+        tape: &mut Tape,
+        bp: Backprop,
+        last_kept: usize,
+        want: &[usize],
+    ) -> Result<Vec<(usize, Grad)>> {
+        crate::ops::in_pool(|| {
+            let mut out = vec![];
+            let mut g = dlogits;
+            for i in (last_kept + 1..self.stages.len()).rev() {
+                g = self.stages[i].1.backward(g, tape, bp)?;
+                // g is now d/d(output of stage i − 1)
+                if want.contains(&(i - 1)) && i - 1 != last_kept {
+                    out.push((i - 1, g.clone()));
+                }
+            }
+            if want.contains(&last_kept) {
+                out.push((last_kept, g));
+            }
+            Ok(out)
+        })
+    }
+
     /// d/d(input) from d/d(logits), through every stage's own backward pass (CPU only).
     pub fn backward(&self, dlogits: Grad, tape: &mut Tape, bp: Backprop) -> Result<Grad> {
         crate::ops::in_pool(|| {

@@ -160,12 +160,12 @@ pub(super) fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option
             simd::correlate(acc, bias[c], planes, &starts, &wt[c * taps..(c + 1) * taps]);
             let rows = dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq));
             match act {
-                Some(Activation::Relu6) => rows.for_each(|(d, a)| {
-                    d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu6.apply(*a))
-                }),
-                Some(Activation::Relu) => rows.for_each(|(d, a)| {
-                    d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu.apply(*a))
-                }),
+                Some(Activation::Relu6) => {
+                    rows.for_each(|(d, a)| d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu6.apply(*a)))
+                }
+                Some(Activation::Relu) => {
+                    rows.for_each(|(d, a)| d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu.apply(*a)))
+                }
                 None => rows.for_each(|(d, a)| d.copy_from_slice(&a[..g.wo])),
             }
         },
