@@ -148,16 +148,23 @@ pub fn pool_and_classify_backward(dlogits: &Grad, x_dims: (usize, usize, usize, 
         )
     }
     let hw = h * w;
-    let mut dx = vec![0f32; n * c * hw];
-    with_f32(&fc.weight_t, "classifier backward", |wt| {
-        for (i, img) in dx.chunks_mut(c * hw).enumerate() {
-            let dl = &dlogits.data[i * k..(i + 1) * k];
-            for (ch, plane) in img.chunks_mut(hw).enumerate() {
-                let f: f32 = wt[ch * k..(ch + 1) * k].iter().zip(dl).map(|(w, d)| w * d).sum();
-                plane.fill(f / hw as f32);
-            }
+    // d(features)ᵀ (C×N) = Wᵀ (C×K) · d(logits)ᵀ (K×N), one gemm
+    let mut dlt = vec![0f32; k * n];
+    for (i, row) in dlogits.data.chunks(k).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            dlt[j * n + i] = *v;
         }
+    }
+    let mut dft = vec![0f32; c * n];
+    with_f32(&fc.weight_t, "classifier backward", |wt| {
+        crate::ops::conv::matmul(&mut dft, false, wt, k, 1, &dlt, c, n, k);
         Ok(())
     })?;
+    let mut dx = vec![0f32; n * c * hw];
+    for (i, img) in dx.chunks_mut(c * hw).enumerate() {
+        for (ch, plane) in img.chunks_mut(hw).enumerate() {
+            plane.fill(dft[ch * n + i] / hw as f32);
+        }
+    }
     Ok(Grad { data: dx, dims: vec![n, c, h, w] })
 }

@@ -158,7 +158,7 @@ fn gemm_par(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 
 /// dst (m×n, row-major, row stride n) (+)= a (m×k) · b (k×n) with explicit strides for a.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     accumulate: bool,
     a: &[f32],
