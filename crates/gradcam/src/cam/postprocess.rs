@@ -55,14 +55,15 @@ impl Map {
                 .collect()
         };
         let (ys, xs) = (axis(h, self.h), axis(w, self.w));
+        // each source row interpolated across once, then the rows blended (the same sums as per pixel)
+        let mut across = Vec::with_capacity(self.h * w);
+        for r in self.data.chunks_exact(self.w) {
+            across.extend(xs.iter().map(|&(x0, x1, tx)| r[x0] * (1.0 - tx) + r[x1] * tx));
+        }
         let mut out = Vec::with_capacity(h * w);
         for &(y0, y1, ty) in &ys {
-            let (r0, r1) = (&self.data[y0 * self.w..(y0 + 1) * self.w], &self.data[y1 * self.w..(y1 + 1) * self.w]);
-            for &(x0, x1, tx) in &xs {
-                let top = r0[x0] * (1.0 - tx) + r0[x1] * tx;
-                let bot = r1[x0] * (1.0 - tx) + r1[x1] * tx;
-                out.push(top * (1.0 - ty) + bot * ty);
-            }
+            let (top, bot) = (&across[y0 * w..(y0 + 1) * w], &across[y1 * w..(y1 + 1) * w]);
+            out.extend(top.iter().zip(bot).map(|(t, b)| t * (1.0 - ty) + b * ty));
         }
         Map::new(h, w, out)
     }
