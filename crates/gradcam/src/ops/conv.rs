@@ -268,22 +268,26 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation
 /// Dense and grouped convolutions: im2col (none for 1×1 stride 1) and gemm.
 fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let p = g.p();
-    let mut out = vec![0f32; g.n * g.o * p];
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
     if g.batch_gemm() {
+        let mut out = vec![0f32; g.n * g.o * p];
         forward_batched(x, wt, bias, g, &mut out);
         return out;
+    }
+    // the output starts as the bias, which the gemms accumulate onto (no zero-filling pass first)
+    let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
+    for _ in 0..g.n {
+        for b in bias {
+            out.extend(std::iter::repeat_n(*b, p));
+        }
     }
     let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
     for n in 0..g.n {
         for gi in 0..groups {
             let xs = &x[(n * g.c + gi * cg) * g.h * g.w..];
             let dst = &mut out[(n * g.o + gi * og) * p..(n * g.o + (gi + 1) * og) * p];
-            for (o, row) in dst.chunks_mut(p).enumerate() {
-                row.fill(bias[gi * og + o]);
-            }
             let b: &[f32] = if g.pointwise() {
                 &xs[..k * p]
             } else {
