@@ -36,46 +36,78 @@ def median_ms(f, reps):
         s = time.perf_counter(); f(); t.append((time.perf_counter() - s) * 1e3)
     return statistics.median(t)
 
-def peer_rows(reps, slow):
-    rows = []
-    for name, model, layer in models():
-        for batch in (1, 8):
-            x = torch.randn(batch, 3, 224, 224)
-            with torch.no_grad():
-                classes = model(x).argmax(1).tolist()
-            targets = [ClassifierOutputTarget(c) for c in classes]
-            def add(what, ms): rows.append(dict(model=name, batch=batch, what=what, ms_per_image=ms / batch))
-            with torch.no_grad():
-                add("torch forward", median_ms(lambda: model(x), reps))
-            f = os.path.join(tempfile.mkdtemp(), "m.onnx")
-            torch.onnx.export(model, x, f, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
-            so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
-            xn = x.numpy()
-            add("onnxruntime forward", median_ms(lambda: sess.run(None, {"x": xn}), reps))
-            with GradCAM(model=model, target_layers=[layer]) as cam:
-                add("gradcam", median_ms(lambda: cam(input_tensor=x, targets=targets), reps))
-            gb = GuidedBackpropReLUModel(model=model, device=torch.device("cpu"))
-            # it takes one image at a time
-            add("guided-backprop", median_ms(lambda: [gb(x[i:i + 1], target_category=classes[i]) for i in range(batch)], reps))
-            if batch == 1:
-                for m in slow:
-                    cls = {"scorecam": ScoreCAM, "ablationcam": AblationCAM}[m]
-                    with cls(model=model, target_layers=[layer]) as cam:
-                        add(m, median_ms(lambda: cam(input_tensor=x, targets=targets), 1))
-            print(f"# peer {name} batch {batch} done", file=sys.stderr, flush=True)
-    return rows
+class Setup:
+    """One model at one batch size, with everything the reference needs made once (the ONNX export too)."""
+    def __init__(self, name, model, layer, batch):
+        self.name, self.model, self.layer, self.batch = name, model, layer, batch
+        self.x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            self.classes = model(self.x).argmax(1).tolist()
+        self.targets = [ClassifierOutputTarget(c) for c in self.classes]
+        f = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        torch.onnx.export(model, self.x, f, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
+        so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
 
-def ours(gradcam, reps, slow):
-    rows = []
+    def fast(self, reps):
+        """(what, ms per image) of the quick measurements."""
+        x, b, out = self.x, self.batch, []
+        with torch.no_grad():
+            out.append(("torch forward", median_ms(lambda: self.model(x), reps) / b))
+        xn = x.numpy()
+        out.append(("onnxruntime forward", median_ms(lambda: self.sess.run(None, {"x": xn}), reps) / b))
+        with GradCAM(model=self.model, target_layers=[self.layer]) as cam:
+            out.append(("gradcam", median_ms(lambda: cam(input_tensor=x, targets=self.targets), reps) / b))
+        gb = GuidedBackpropReLUModel(model=self.model, device=torch.device("cpu"))
+        # it takes one image at a time
+        out.append(("guided-backprop", median_ms(
+            lambda: [gb(x[i:i + 1], target_category=self.classes[i]) for i in range(b)], reps) / b))
+        return out
+
+    def slow(self, methods):
+        out = []
+        for m in methods:
+            cls = {"scorecam": ScoreCAM, "ablationcam": AblationCAM}[m]
+            with cls(model=self.model, target_layers=[self.layer]) as cam:
+                out.append((m, median_ms(lambda: cam(input_tensor=self.x, targets=self.targets), 1) / self.batch))
+        return out
+
+def ours_fast(gradcam, reps):
     out = subprocess.run([gradcam, "bench", "--json", "--reps", str(reps), "--what", "forward,gradcam,guided-backprop"],
                          check=True, capture_output=True, text=True).stdout
-    doc = json.loads(out); rows += doc["rows"]; peak = doc["peak_rss_bytes"]
+    doc = json.loads(out)
+    return doc["rows"], doc["peak_rss_bytes"]
+
+def ours_slow(gradcam, slow):
+    out = subprocess.run([gradcam, "bench", "--json", "--reps", "1", "--batch", "1", "--what", ",".join(slow)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["rows"]
+
+def measure(gradcam, reps, rounds, slow):
+    """The quick measurements in interleaved rounds, reference then gradcam, each figure the lowest of its
+    rounds' medians (the machine's background load varies over minutes, and hits both sides alike); then the
+    slow methods once each."""
+    setups = [Setup(n, m, l, b) for n, m, l in models() for b in (1, 8)]
+    best_peer, best_mine, peak = {}, {}, 0
+    keep = lambda d, k, v: d.__setitem__(k, min(v, d.get(k, float("inf"))))
+    for r in range(rounds):
+        for s in setups:
+            for what, ms in s.fast(reps):
+                keep(best_peer, (s.name, s.batch, what), ms)
+        rows, p = ours_fast(gradcam, reps)
+        peak = max(peak, p)
+        for row in rows:
+            keep(best_mine, (row["model"], row["batch"], row["what"]), row["ms_per_image"])
+        print(f"# round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     if slow:
-        out = subprocess.run([gradcam, "bench", "--json", "--reps", "1", "--batch", "1", "--what", ",".join(slow)],
-                             check=True, capture_output=True, text=True).stdout
-        rows += json.loads(out)["rows"]
-    return rows, peak
+        for s in setups:
+            if s.batch == 1:
+                for what, ms in s.slow(slow):
+                    best_peer[(s.name, 1, what)] = ms
+        for row in ours_slow(gradcam, slow):
+            best_mine[(row["model"], row["batch"], row["what"])] = row["ms_per_image"]
+    as_rows = lambda d: [dict(model=m, batch=b, what=w, ms_per_image=v) for (m, b, w), v in d.items()]
+    return as_rows(best_peer), as_rows(best_mine), peak
 
 def explain_peak(gradcam):
     """Peak resident memory of `gradcam explain` on one image with ResNet-50 (synthetic weights: same sizes)."""
@@ -88,11 +120,12 @@ def explain_peak(gradcam):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--gradcam", required=True); ap.add_argument("--slow", default="")
-    ap.add_argument("--reps", type=int, default=7); a = ap.parse_args()
+    ap.add_argument("--reps", type=int, default=7); ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
     slow = [s for s in a.slow.split(",") if s]
-    peer = peer_rows(a.reps, slow)
-    mine, peak = ours(a.gradcam, a.reps, slow)
+    peer, mine, peak = measure(a.gradcam, a.reps, a.rounds, slow)
     get = lambda rows, m, b, w: next((r["ms_per_image"] for r in rows if r["model"] == m and r["batch"] == b and r["what"] == w), None)
+    print(f"quick figures: lowest of {a.rounds} interleaved rounds' medians of {a.reps}; scorecam/ablationcam: one run")
     print(f"threads: 2 | torch {torch.__version__} | onnxruntime {ort.__version__} | cpu: {open('/proc/cpuinfo').read().split('model name')[1].split(chr(10))[0].strip(': ')}")
     print(f"{'model':<19} {'batch':>5} {'what':<16} {'reference ms':>13} {'gradcam ms':>11} {'speed-up':>9} {'vs onnxruntime fwd':>19}")
     for m in ("resnet50", "efficientnet_lite0"):

@@ -4,6 +4,7 @@
 # Installs its Python packages (from PyPI) into bench/peer/.venv. Not part of the tests or CI.
 #
 # usage: bench/peer/run.sh [--quick]     (--quick: no ScoreCAM/AblationCAM, which take minutes)
+# The quick figures are the lowest of 3 interleaved rounds (reference, then gradcam), each a median of 7.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
