@@ -4,9 +4,11 @@
 //! half-pixel centres, and the multi-layer combination (ReLU, mean, min-max).
 //!
 //! The split ("Grad-CAM the cheap way"): stages up to the first target layer run without gradient tracking;
-//! its output becomes a `Var`; the rest runs tracked. Later target layers get a zero `Var` added to their
-//! output, whose gradient is dY/d(output). The cost is one forward plus a backward through the layers after
-//! the first target only, with no weight gradients.
+//! the rest runs taped, and the stages' own backward pass (see `models::Stage`) carries d score / d logits back
+//! to the first target, handing over dY/d(output) at every target on the way. On other devices the first
+//! target's output becomes a `Var`, the rest runs tracked by candle's autograd, and later targets get a zero
+//! `Var` added to their output. The cost is one forward plus a backward through the layers after the first
+//! target only, with no weight gradients.
 
 pub mod guided;
 pub mod methods;
