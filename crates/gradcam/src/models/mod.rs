@@ -71,6 +71,17 @@ impl Normalization {
     };
 }
 
+/// Output size (pixels per channel) from which [`Network::forward_range`] runs a batch's images together.
+pub const BATCH_FROM: usize = 196;
+
+/// Pixels per channel of a (N, C, H, W) tensor; 1 for anything else (the logits).
+fn spatial(t: &Tensor) -> candle_core::Result<usize> {
+    Ok(match t.dims() {
+        [_, _, h, w] => h * w,
+        _ => 1,
+    })
+}
+
 /// A classifier network.
 pub struct Network {
     /// The model's name in the zoo (`resnet50`, `efficientnet_lite0`, …).
@@ -115,10 +126,34 @@ impl Network {
     }
 
     /// Run stages `from..to` on `x` (the output of stage `from − 1`, or the input when `from` is 0).
+    ///
+    /// A batch goes image by image through the stages whose outputs are large (a whole batch of those would
+    /// spill out of the caches between one stage and the next), then on together once the outputs are
+    /// [`BATCH_FROM`] pixels or fewer, where one gemm for several images keeps the cores busier.
     pub fn forward_range(&self, x: &Tensor, from: usize, to: usize, bp: Backprop) -> Result<Tensor> {
         crate::ops::in_pool(|| {
-            let mut x = x.clone();
-            for (_, s) in &self.stages[from..to] {
+            let n = x.dim(0)?;
+            let (mut x, mut at) = (x.clone(), from);
+            if n > 1 {
+                // image 0 shows where the outputs become small
+                let mut first = x.narrow(0, 0, 1)?;
+                while at < to && spatial(&first)? > BATCH_FROM {
+                    first = self.stages[at].1.forward(&first, bp)?;
+                    at += 1;
+                }
+                if at > from {
+                    let mut outs = vec![first];
+                    for i in 1..n {
+                        let mut y = x.narrow(0, i, 1)?;
+                        for (_, s) in &self.stages[from..at] {
+                            y = s.forward(&y, bp)?;
+                        }
+                        outs.push(y);
+                    }
+                    x = Tensor::cat(&outs, 0)?;
+                }
+            }
+            for (_, s) in &self.stages[at..to] {
                 x = s.forward(&x, bp)?;
             }
             Ok(x)
