@@ -83,6 +83,11 @@ def ours_slow(gradcam, slow):
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["rows"]
 
+def settle():
+    """Let the reference's worker threads go idle: OpenMP's and onnxruntime's spin on after their last call and
+    would take cores from the process started next (measured: ResNet-50's forward 40 ms instead of 27)."""
+    time.sleep(3)
+
 def measure(gradcam, reps, rounds, slow):
     """The quick measurements in interleaved rounds, reference then gradcam, each figure the lowest of its
     rounds' medians (the machine's background load varies over minutes, and hits both sides alike); then the
@@ -94,6 +99,7 @@ def measure(gradcam, reps, rounds, slow):
         for s in setups:
             for what, ms in s.fast(reps):
                 keep(best_peer, (s.name, s.batch, what), ms)
+        settle()
         rows, p = ours_fast(gradcam, reps)
         peak = max(peak, p)
         for row in rows:
@@ -104,6 +110,7 @@ def measure(gradcam, reps, rounds, slow):
             if s.batch == 1:
                 for what, ms in s.slow(slow):
                     best_peer[(s.name, 1, what)] = ms
+        settle()
         for row in ours_slow(gradcam, slow):
             best_mine[(row["model"], row["batch"], row["what"])] = row["ms_per_image"]
     as_rows = lambda d: [dict(model=m, batch=b, what=w, ms_per_image=v) for (m, b, w), v in d.items()]
