@@ -50,18 +50,21 @@ class Setup:
         self.sess = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
 
     def fast(self, reps):
-        """(what, ms per image) of the quick measurements."""
+        """(what, ms per image) of the quick measurements, each after the previous one's threads settled."""
         x, b, out = self.x, self.batch, []
         with torch.no_grad():
             out.append(("torch forward", median_ms(lambda: self.model(x), reps) / b))
         xn = x.numpy()
+        settle()
         out.append(("onnxruntime forward", median_ms(lambda: self.sess.run(None, {"x": xn}), reps) / b))
+        settle()
         with GradCAM(model=self.model, target_layers=[self.layer]) as cam:
             out.append(("gradcam", median_ms(lambda: cam(input_tensor=x, targets=self.targets), reps) / b))
         gb = GuidedBackpropReLUModel(model=self.model, device=torch.device("cpu"))
         # it takes one image at a time
         out.append(("guided-backprop", median_ms(
             lambda: [gb(x[i:i + 1], target_category=self.classes[i]) for i in range(b)], reps) / b))
+        settle()
         return out
 
     def slow(self, methods):
@@ -85,8 +88,8 @@ def ours_slow(gradcam, slow):
 
 def settle():
     """Let the reference's worker threads go idle: OpenMP's and onnxruntime's spin on after their last call and
-    would take cores from the process started next (measured: ResNet-50's forward 40 ms instead of 27)."""
-    time.sleep(3)
+    would take cores from whatever runs next (measured: gradcam's ResNet-50 forward 40 ms instead of 27)."""
+    time.sleep(2)
 
 def measure(gradcam, reps, rounds, slow):
     """The quick measurements in interleaved rounds, reference then gradcam, each figure the lowest of its
