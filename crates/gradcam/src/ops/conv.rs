@@ -204,9 +204,19 @@ fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
 
 /// im2col into columns `off..off + p` of a matrix whose rows are `rs` long (several images side by side).
 fn im2col_at(x: &[f32], cg: usize, g: &Geom, col: &mut [f32], rs: usize, off: usize) {
-    let (kh, kw, p) = (g.kh, g.kw, g.p());
-    col.par_chunks_mut(kh * kw * rs).take(cg).enumerate().for_each(|(c, rows)| {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+    let (kh, kw, p, w) = (g.kh, g.kw, g.p(), g.w);
+    let (sw, even) = (g.cfg.stride.1, g.w.div_ceil(2));
+    // stride 2: each input row split once into its even and odd columns (`[even | odd]`), so that every
+    // column-matrix row is a contiguous copy
+    col.par_chunks_mut(kh * kw * rs).take(cg).enumerate().for_each_init(Vec::new, |split, (c, rows)| {
+        let plane = &x[c * g.h * w..(c + 1) * g.h * w];
+        if sw == 2 {
+            split.resize(g.h * w, 0.0);
+            for (d, s) in split.chunks_mut(w).zip(plane.chunks(w)) {
+                let (e, o) = d.split_at_mut(even);
+                super::simd::deinterleave2(s, e, o);
+            }
+        }
         for ky in 0..kh {
             for kx in 0..kw {
                 let r0 = (ky * kw + kx) * rs + off;
@@ -219,15 +229,20 @@ fn im2col_at(x: &[f32], cg: usize, g: &Geom, col: &mut [f32], rs: usize, off: us
                         Some(iy) => {
                             r[..lo].fill(0.0);
                             r[hi..].fill(0.0);
-                            let src = &plane[iy * g.w..(iy + 1) * g.w];
-                            let (sw, x0) = (g.cfg.stride.1, lo * g.cfg.stride.1 + kx - g.cfg.pad.left);
-                            if sw == 1 {
-                                r[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
-                            } else {
-                                for (v, s) in r[lo..hi].iter_mut().zip(src[x0..].iter().step_by(sw)) {
-                                    *v = *s;
+                            let x0 = lo * sw + kx - g.cfg.pad.left;
+                            let src = match sw {
+                                1 => &plane[iy * w + x0..],
+                                // column x0 + 2j is element x0/2 + j of the x0 mod 2 half
+                                2 => &split[iy * w + (x0 % 2) * even + x0 / 2..],
+                                _ => {
+                                    let src = &plane[iy * w..(iy + 1) * w];
+                                    for (v, s) in r[lo..hi].iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                                        *v = *s;
+                                    }
+                                    continue;
                                 }
-                            }
+                            };
+                            r[lo..hi].copy_from_slice(&src[..hi - lo]);
                         }
                     }
                 }
@@ -543,6 +558,9 @@ mod tests {
             ((1, 6, 12, 11), (6, 5), ConvConfig::tf_same(12, 11, (5, 5), 2, 6)),
             ((1, 4, 10, 10), (4, 3), ConvConfig::tf_same(10, 10, (3, 3), 2, 1)),
             ((1, 8, 7, 9), (4, 3), ConvConfig::new(1, Pad { top: 0, left: 2, bottom: 1, right: 0 }, 2)),
+            // outputs of 1024 pixels or more (one gemm per image, no batching)
+            ((1, 5, 40, 33), (7, 3), ConvConfig::new(1, Pad::same(1), 1)),
+            ((2, 6, 36, 36), (8, 1), ConvConfig::new(1, Pad::default(), 1)),
             // depthwise: odd sizes, both strides, kernels 3 and 5, padding wider than the stride
             ((2, 5, 7, 7), (5, 5), ConvConfig::new(1, Pad::same(2), 5)),
             ((1, 3, 15, 15), (3, 3), ConvConfig::new(2, Pad::same(1), 3)),
