@@ -55,6 +55,10 @@ pub fn run(net: &Network, layer: &str, batch: usize, what: &[String], reps: usiz
     let classes: Vec<usize> = (0..batch)
         .map(|i| Ok(crate::classify::ranking(&logits.get(i)?.to_vec1::<f32>()?)[0]))
         .collect::<Result<_>>()?;
+    // warm up before the first figure: the allocator settles its thresholds and the caches fill
+    for _ in 0..3 {
+        net.forward(&x)?;
+    }
     let mut rows = vec![];
     for w in what {
         let ms = match w.as_str() {
