@@ -162,13 +162,7 @@ impl Network {
 
     /// The logits, keeping on `tape` what [`Network::backward`] needs.
     pub fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> Result<Tensor> {
-        crate::ops::in_pool(|| {
-            let mut x = x.clone();
-            for (_, s) in &self.stages {
-                x = s.forward_taped(&x, tape)?;
-            }
-            Ok(x)
-        })
+        self.forward_taped_from(x, 0, tape, |_, _| {})
     }
 
     /// Stages `from..` on `x` (the output of stage `from − 1`), taped: the logits.

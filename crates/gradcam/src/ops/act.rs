@@ -101,20 +101,23 @@ impl CustomOp2 for ActBackward {
 /// dy ← dy · 1[the activation passes at y] (· 1[dy > 0] when guided), in place: the backward pass of an
 /// activation known by its output y, for the stages' own backward pass.
 pub fn mask_from_output(dy: &mut super::Grad, y: &Tensor, a: Activation, bp: Backprop) -> Result<()> {
-    super::with_f32(y, "activation backward", |y| {
-        if y.len() != dy.data.len() {
-            candle_core::bail!("activation backward: {} outputs, {} gradients", y.len(), dy.data.len())
+    super::with_f32(y, "activation backward", |y| mask_in_place(&mut dy.data, y, a, bp))
+}
+
+/// g ← g · 1[the activation passes at y] (· 1[g > 0] when guided).
+fn mask_in_place(g: &mut [f32], y: &[f32], a: Activation, bp: Backprop) -> Result<()> {
+    if y.len() != g.len() {
+        candle_core::bail!("activation backward: {} outputs, {} gradients", y.len(), g.len())
+    }
+    let guided = bp == Backprop::Guided;
+    g.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
+        for (g, y) in g.iter_mut().zip(y) {
+            // `&`, not `&&`: no branch, so that the loop vectorises
+            let keep = a.passes_out(*y) & (!guided | (*g > 0.0));
+            *g = if keep { *g } else { 0.0 };
         }
-        let guided = bp == Backprop::Guided;
-        dy.data.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(g, y)| {
-            for (g, y) in g.iter_mut().zip(y) {
-                // `&`, not `&&`: no branch, so that the loop vectorises
-                let keep = a.passes_out(*y) & (!guided | (*g > 0.0));
-                *g = if keep { *g } else { 0.0 };
-            }
-        });
-        Ok(())
-    })
+    });
+    Ok(())
 }
 
 /// (y, dy) → dx for an activation known by its output (fused ops keep only y).
@@ -127,16 +130,8 @@ impl CustomOp2 for MaskFromOutput {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, g) = (f32_slice(s1, l1, "activation backward")?, f32_slice(s2, l2, "activation backward")?);
-        if y.len() != g.len() {
-            candle_core::bail!("activation backward: {} outputs, {} gradients", y.len(), g.len())
-        }
-        let (a, guided) = (self.0, self.1 == Backprop::Guided);
-        let mut d = vec![0f32; y.len()];
-        d.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(|(d, (y, g))| {
-            for ((d, y), g) in d.iter_mut().zip(y).zip(g) {
-                *d = if a.passes_out(*y) && (!guided || *g > 0.0) { *g } else { 0.0 };
-            }
-        });
+        let mut d = g.to_vec();
+        mask_in_place(&mut d, y, self.0, self.1)?;
         Ok((CpuStorage::F32(d), l1.shape().clone()))
     }
 }
