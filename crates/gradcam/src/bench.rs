@@ -23,15 +23,7 @@ pub struct Row {
 pub fn input(net: &Network, batch: usize) -> Result<Tensor> {
     let (h, w) = net.input_size;
     let n = batch * 3 * h * w;
-    let mut s = 0x2545F4914F6CDD1Du64;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
+    let v: Vec<f32> = crate::util::xorshift_unit(0x2545F4914F6CDD1D, n).iter().map(|u| u * 4.0 - 2.0).collect();
     Ok(Tensor::from_vec(v, (batch, 3, h, w), &net.device)?)
 }
 

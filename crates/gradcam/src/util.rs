@@ -1,4 +1,4 @@
-//! Small helpers: whole-or-nothing file writes.
+//! Small helpers: whole-or-nothing file writes, a deterministic pseudo-random sequence.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -27,4 +27,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// `n` deterministic pseudo-random values in [0, 1) from xorshift64 started at `state` (non-zero): bench
+/// inputs and test data.
+pub fn xorshift_unit(mut state: u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
 }

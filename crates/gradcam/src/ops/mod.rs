@@ -111,15 +111,8 @@ pub(crate) mod testutil {
     /// Deterministic pseudo-random values in [-1, 1).
     pub fn rand(shape: &[usize], seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
+        let u = crate::util::xorshift_unit(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, n);
+        let v: Vec<f32> = u.iter().map(|u| u * 2.0 - 1.0).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
