@@ -4,7 +4,7 @@
 
 use super::act::{Activation, Backprop, MaskFromOutput};
 use super::depthwise;
-use super::{dims4, f32_slice, threads};
+use super::{dims4, f32_slice};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -148,54 +148,7 @@ fn scatter_axpy(d: &mut [f32], x0: usize, step: usize, s: &[f32], w: f32) {
     }
 }
 
-fn gemm_par(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= 48 * 48 * 48 && threads() > 1 {
-        gemm::Parallelism::Rayon(threads())
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
-/// dst (m×n, row-major, row stride n) (+)= a (m×k) · b (k×n) with explicit strides for a.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-) {
-    debug_assert!(dst.len() >= m * n && b.len() >= k * n);
-    // SAFETY: the slices hold at least the m×n, m×k (through the given strides) and k×n elements gemm reads
-    // and writes; the callers build the strides from the same dimensions.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm_par(m, n, k),
-        )
-    }
-}
+pub(crate) use super::gemm::matmul;
 
 /// col[(c*kh+ky)*kw+kx][oy*wo+ox] = x[c][iy][ix] (0 outside), for `cg` channels of one image.
 fn im2col(x: &[f32], cg: usize, g: &Geom, col: &mut [f32]) {
@@ -273,23 +226,42 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation
     if g.depthwise() {
         return depthwise::forward(x, wt, bias, g, act);
     }
-    let mut y = forward_dense(x, wt, bias, g);
-    if let Some(act) = act {
+    let (mut y, fused) = forward_dense(x, wt, bias, g, act);
+    if let (Some(act), false) = (act, fused) {
         y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
     }
     y
 }
 
 /// Dense and grouped convolutions: im2col (none for 1×1 stride 1) and gemm.
-fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
+/// Returns the output and whether `act` was applied (fused into the gemm's stores).
+fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>) -> (Vec<f32>, bool) {
     let p = g.p();
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
     let k = cg * g.kh * g.kw;
     if g.batch_gemm() {
         let mut out = vec![0f32; g.n * g.o * p];
-        forward_batched(x, wt, bias, g, &mut out);
-        return out;
+        forward_batched(x, wt, bias, g, act, &mut out);
+        return (out, true);
+    }
+    if groups == 1 && super::gemm::fast(p) {
+        // every element written once by the gemm's tiles: bias, sums and activation in one store
+        let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
+        let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
+        for (n, dst) in out.spare_capacity_mut().chunks_mut(g.o * p).enumerate() {
+            let xs = &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w];
+            let b: &[f32] = if g.pointwise() {
+                xs
+            } else {
+                im2col(xs, cg, g, &mut col);
+                &col
+            };
+            super::gemm::matmul_bias_act(dst, bias, wt, k, 1, b, g.o, p, k, act);
+        }
+        // SAFETY: the loop above wrote all g.n · g.o · p elements
+        unsafe { out.set_len(g.n * g.o * p) };
+        return (out, true);
     }
     // the output starts as the bias, which the gemms accumulate onto (no zero-filling pass first)
     let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
@@ -312,7 +284,7 @@ fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
             matmul(dst, true, &wt[gi * og * k..], k, 1, b, og, p, k);
         }
     }
-    out
+    (out, false)
 }
 
 fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
@@ -353,7 +325,8 @@ fn images_per_gemm(k: usize, p: usize, n: usize) -> usize {
 
 /// Dense convolution of a batch with one gemm per group of images: the images' columns side by side,
 /// (O×K)·(K×nb·P), which keeps the gemm busy where one image's P is small (deep layers).
-fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, out: &mut [f32]) {
+/// `act` is applied.
+fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>, out: &mut [f32]) {
     let (p, k, chw) = (g.p(), g.c * g.kh * g.kw, g.c * g.h * g.w);
     let nb = images_per_gemm(k, p, g.n);
     let mut col = vec![0f32; k * nb * p];
@@ -371,10 +344,17 @@ fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, out: &mut [f32
                 im2col_at(xs, g.c, g, &mut col[..k * rs], rs, j * p);
             }
         }
-        for (o, row) in y[..g.o * rs].chunks_mut(rs).enumerate() {
-            row.fill(bias[o]);
+        if super::gemm::fast(p) {
+            super::gemm::matmul_bias_act_into(&mut y[..g.o * rs], bias, wt, k, 1, &col[..k * rs], g.o, rs, k, act);
+        } else {
+            for (o, row) in y[..g.o * rs].chunks_mut(rs).enumerate() {
+                row.fill(bias[o]);
+            }
+            matmul(&mut y[..g.o * rs], true, wt, k, 1, &col[..k * rs], g.o, rs, k);
+            if let Some(act) = act {
+                y[..g.o * rs].par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
+            }
         }
-        matmul(&mut y[..g.o * rs], true, wt, k, 1, &col[..k * rs], g.o, rs, k);
         out[n0 * g.o * p..(n0 + m) * g.o * p].par_chunks_mut(g.o * p).enumerate().for_each(|(j, dst)| {
             for (o, d) in dst.chunks_mut(p).enumerate() {
                 d.copy_from_slice(&y[o * rs + j * p..o * rs + (j + 1) * p]);

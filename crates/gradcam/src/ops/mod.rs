@@ -8,6 +8,7 @@
 pub mod act;
 pub mod conv;
 mod depthwise;
+mod gemm;
 pub mod pool;
 mod simd;
 
