@@ -101,12 +101,17 @@ fn to_phases(src: &[f32], g: &Geom, ph: &Phases, planes: &mut [f32]) {
     }
 }
 
-/// Stride 2, rows of two pixels or more: where the row's even and odd pixels start in the planes.
+/// Stride 2, rows of two pixels or more: where the row's even and odd pixels start in the planes (shifts and
+/// masks: the general [`Phases::index`] divides by run-time strides, four divisions a row).
+#[inline]
 fn pair_runs(g: &Geom, ph: &Phases, iy: usize, w: usize) -> Option<(usize, usize)> {
-    if ph.sw != 2 || w < 2 {
+    if ph.sw != 2 || ph.sh != 2 || w < 2 {
         return None;
     }
-    Some((ph.index(g, iy, 0), ph.index(g, iy, 1)))
+    let (py, l) = (iy + g.cfg.pad.top, g.cfg.pad.left);
+    let row = (py & 1) * 2 * ph.plane + (py >> 1) * ph.wq;
+    let at = |px: usize| row + (px & 1) * ph.plane + (px >> 1);
+    Some((at(l), at(l + 1)))
 }
 
 /// Gather one channel's image back from its phase planes.
@@ -157,16 +162,9 @@ pub(super) fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option
         |(planes, acc), (nc, dst)| {
             let c = nc % g.c;
             to_phases(&x[nc * g.h * g.w..(nc + 1) * g.h * g.w], g, &ph, planes);
-            simd::correlate(acc, bias[c], planes, &starts, &wt[c * taps..(c + 1) * taps]);
-            let rows = dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq));
-            match act {
-                Some(Activation::Relu6) => {
-                    rows.for_each(|(d, a)| d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu6.apply(*a)))
-                }
-                Some(Activation::Relu) => {
-                    rows.for_each(|(d, a)| d.iter_mut().zip(a).for_each(|(d, a)| *d = Activation::Relu.apply(*a)))
-                }
-                None => rows.for_each(|(d, a)| d.copy_from_slice(&a[..g.wo])),
+            simd::correlate(acc, bias[c], planes, &starts, &wt[c * taps..(c + 1) * taps], act);
+            for (d, a) in dst.chunks_mut(g.wo).zip(acc.chunks(ph.wq)) {
+                d.copy_from_slice(&a[..g.wo]);
             }
         },
     );
@@ -203,7 +201,7 @@ pub(super) fn input_grad(gy: &[f32], wt: &[f32], g: &Geom) -> Vec<f32> {
                     starts.push(lead - off);
                     ws.push(wc[t]);
                 }
-                simd::correlate(plane, 0.0, gpad, starts, ws);
+                simd::correlate(plane, 0.0, gpad, starts, ws, None);
             }
             from_phases(planes, g, &ph, dst);
         },

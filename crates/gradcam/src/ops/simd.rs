@@ -2,33 +2,60 @@
 //! Both compute the same sums in the same order (a multiply, then an add, rounded each: no fused
 //! multiply-add), so the figures do not depend on the machine.
 
-/// `out[i] = init + Σ_t w[t] · src[starts[t] + i]` for every i, the taps added in order.
+use super::act::Activation;
+
+/// `out[i] = act(init + Σ_t w[t] · src[starts[t] + i])` for every i, the taps added in order.
 ///
 /// Panics if a tap would read past `src` (the callers size their buffers so that it cannot).
-pub(crate) fn correlate(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+pub(crate) fn correlate(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32], act: Option<Activation>) {
     assert!(starts.len() == w.len() && starts.iter().all(|s| s + out.len() <= src.len()), "correlate: bounds");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, and every read (src[starts[t] + i], i < out.len()) was checked above.
-        unsafe { correlate_avx512(out, init, src, starts, w) };
+        unsafe { correlate_avx512(out, init, src, starts, w, act) };
         return;
     }
-    correlate_plain(out, init, src, starts, w);
+    correlate_plain(out, init, src, starts, w, act);
 }
 
-fn correlate_plain(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+fn correlate_plain(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32], act: Option<Activation>) {
     out.fill(init);
     for (s, w) in starts.iter().zip(w) {
         for (o, x) in out.iter_mut().zip(&src[*s..]) {
             *o += w * x;
         }
     }
+    if let Some(act) = act {
+        out.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
+}
+
+/// `act` on a vector as [`Activation::apply`] does it lane by lane (`max(x, 0)`: NaN gives 0;
+/// `clamp(x, 0, 6)`: NaN stays NaN).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn act_avx512(v: std::arch::x86_64::__m512, act: Option<Activation>) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    match act {
+        None => v,
+        // max_ps(a, b) is b when either is NaN
+        Some(Activation::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Some(Activation::Relu6) => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(_mm512_setzero_ps(), v)),
+    }
 }
 
 /// Blocks of 64 outputs held in four registers across all taps, then blocks of 16, then the rest.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn correlate_avx512(out: &mut [f32], init: f32, src: &[f32], starts: &[usize], w: &[f32]) {
+unsafe fn correlate_avx512(
+    out: &mut [f32],
+    init: f32,
+    src: &[f32],
+    starts: &[usize],
+    w: &[f32],
+    act: Option<Activation>,
+) {
     use std::arch::x86_64::*;
     let n = out.len();
     let (sp, op) = (src.as_ptr(), out.as_mut_ptr());
@@ -43,7 +70,7 @@ unsafe fn correlate_avx512(out: &mut [f32], init: f32, src: &[f32], starts: &[us
             }
         }
         for (r, acc) in a.iter().enumerate() {
-            _mm512_storeu_ps(op.add(i + 16 * r), *acc);
+            _mm512_storeu_ps(op.add(i + 16 * r), act_avx512(*acc, act));
         }
         i += 64;
     }
@@ -52,7 +79,7 @@ unsafe fn correlate_avx512(out: &mut [f32], init: f32, src: &[f32], starts: &[us
         for (s, w) in starts.iter().zip(w) {
             acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), _mm512_loadu_ps(sp.add(s + i))));
         }
-        _mm512_storeu_ps(op.add(i), acc);
+        _mm512_storeu_ps(op.add(i), act_avx512(acc, act));
         i += 16;
     }
     if i < n {
@@ -62,7 +89,7 @@ unsafe fn correlate_avx512(out: &mut [f32], init: f32, src: &[f32], starts: &[us
             let x = _mm512_maskz_loadu_ps(k, sp.add(s + i));
             acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), x));
         }
-        _mm512_mask_storeu_ps(op.add(i), k, acc);
+        _mm512_mask_storeu_ps(op.add(i), k, act_avx512(acc, act));
     }
 }
 
@@ -165,9 +192,18 @@ mod tests {
         for n in [0usize, 1, 15, 16, 17, 63, 64, 65, 130, 300] {
             let mut a = vec![0f32; n];
             let mut b = vec![0f32; n];
-            correlate(&mut a, 0.5, &src, &starts, &w);
-            correlate_plain(&mut b, 0.5, &src, &starts, &w);
+            correlate(&mut a, 0.5, &src, &starts, &w, None);
+            correlate_plain(&mut b, 0.5, &src, &starts, &w, None);
             assert_eq!(a, b, "n = {n}");
+            for act in [Activation::Relu, Activation::Relu6] {
+                let mut src = src.clone();
+                src[5] = f32::NAN;
+                let (mut p, mut q) = (vec![0f32; n], vec![0f32; n]);
+                correlate(&mut p, 0.5, &src, &starts, &w, Some(act));
+                correlate_plain(&mut q, 0.5, &src, &starts, &w, Some(act));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p), bits(&q), "{act:?} n = {n}");
+            }
             for (i, v) in b.iter().enumerate() {
                 let mut e = 0.5f32;
                 for (s, w) in starts.iter().zip(&w) {
