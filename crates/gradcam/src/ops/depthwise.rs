@@ -66,9 +66,10 @@ fn phase_run(g: &Geom, ph: &Phases, iy: usize, qx: usize) -> Option<(usize, usiz
     (ix0 < g.w).then(|| (ix0, ph.index(g, iy, ix0)))
 }
 
-/// Scatter one channel's image into its phase planes, zero elsewhere.
+/// Scatter one channel's image into its phase planes. The other elements must be zero: the planes are
+/// created zeroed, and every call for one geometry writes the same elements, so they stay so (no fill per
+/// channel).
 fn to_phases(src: &[f32], g: &Geom, ph: &Phases, planes: &mut [f32]) {
-    planes.fill(0.0);
     if ph.sh == 1 && ph.sw == 1 {
         // one plane: the rows one after the other, wq apart
         let base = ph.index(g, 0, 0);

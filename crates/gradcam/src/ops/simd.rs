@@ -157,7 +157,8 @@ pub(crate) fn deinterleave2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F is there; the blocks read src[32k..32k + 32] and write 16 values of each output
-        // only while 32k + 32 <= src.len(), within the lengths checked above.
+        // only while 32k + 32 <= src.len(), and the masked tail reads and writes only lanes below src.len(),
+        // ⌈r/2⌉ and ⌊r/2⌋ — within the lengths checked above.
         j = unsafe { deinterleave2_avx512(src, even, odd) };
     }
     for j in j..odd.len() {
@@ -169,7 +170,8 @@ pub(crate) fn deinterleave2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
-/// The whole blocks of 16 pairs; returns how many pairs it wrote.
+/// Blocks of 16 pairs, then the tail masked; returns how many pairs it wrote (the odd last value of `even`
+/// included in the writes).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn deinterleave2_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
@@ -183,6 +185,16 @@ unsafe fn deinterleave2_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) -
         _mm512_storeu_ps(even.as_mut_ptr().add(j), _mm512_permutex2var_ps(a, ie, b));
         _mm512_storeu_ps(odd.as_mut_ptr().add(j), _mm512_permutex2var_ps(a, io, b));
         j += 16;
+    }
+    // the last r < 32 values with masked loads and stores (no scalar loop for the rows' tails)
+    let r = src.len() - 2 * j;
+    if r > 0 {
+        let mask = |k: usize| -> __mmask16 { ((1u32 << k.min(16)) - 1) as u16 };
+        let a = _mm512_maskz_loadu_ps(mask(r), src.as_ptr().add(2 * j));
+        let b = _mm512_maskz_loadu_ps(mask(r.saturating_sub(16)), src.as_ptr().add(2 * j + 16));
+        _mm512_mask_storeu_ps(even.as_mut_ptr().add(j), mask(r.div_ceil(2)), _mm512_permutex2var_ps(a, ie, b));
+        _mm512_mask_storeu_ps(odd.as_mut_ptr().add(j), mask(r / 2), _mm512_permutex2var_ps(a, io, b));
+        j += r / 2;
     }
     j
 }
@@ -229,7 +241,7 @@ mod tests {
 
     #[test]
     fn interleaving_round_trips() {
-        for n in [0usize, 1, 2, 31, 32, 33, 64, 101, 224] {
+        for n in [0usize, 1, 2, 3, 15, 16, 17, 31, 32, 33, 47, 56, 64, 101, 112, 113, 224] {
             let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let (mut e, mut o) = (vec![0f32; n.div_ceil(2)], vec![0f32; n / 2]);
             deinterleave2(&src, &mut e, &mut o);
