@@ -228,7 +228,7 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation
     }
     let (mut y, fused) = forward_dense(x, wt, bias, g, act);
     if let (Some(act), false) = (act, fused) {
-        y.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
+        y.par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
     }
     y
 }
@@ -352,7 +352,7 @@ fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Ac
             }
             matmul(&mut y[..g.o * rs], true, wt, k, 1, &col[..k * rs], g.o, rs, k);
             if let Some(act) = act {
-                y[..g.o * rs].par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|v| *v = act.apply(*v)));
+                y[..g.o * rs].par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
             }
         }
         out[n0 * g.o * p..(n0 + m) * g.o * p].par_chunks_mut(g.o * p).enumerate().for_each(|(j, dst)| {
