@@ -249,7 +249,7 @@ fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Acti
         // every element written once by the gemm's tiles: bias, sums and activation in one store
         let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
         let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
-        for (n, dst) in out.spare_capacity_mut().chunks_mut(g.o * p).enumerate() {
+        for (n, dst) in out.spare_capacity_mut()[..g.n * g.o * p].chunks_mut(g.o * p).enumerate() {
             let xs = &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w];
             let b: &[f32] = if g.pointwise() {
                 xs

@@ -157,7 +157,7 @@ pub(super) fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option
         .collect();
     // every element is written below: no zero-filling pass (a serial memset of up to 1.6 MB) first
     let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
-    out.spare_capacity_mut().par_chunks_mut(p).enumerate().for_each_init(
+    out.spare_capacity_mut()[..g.n * g.o * p].par_chunks_mut(p).enumerate().for_each_init(
         || (vec![0f32; ph.len()], vec![0f32; ph.run]),
         |(planes, acc), (nc, dst)| {
             let c = nc % g.c;

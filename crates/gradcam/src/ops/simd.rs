@@ -62,7 +62,7 @@ unsafe fn activate_avx512(v: &mut [f32], act: Activation) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn act_avx512(v: std::arch::x86_64::__m512, act: Option<Activation>) -> std::arch::x86_64::__m512 {
+pub(crate) unsafe fn act_avx512(v: std::arch::x86_64::__m512, act: Option<Activation>) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     match act {
         None => v,
