@@ -245,8 +245,8 @@ fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Acti
         forward_batched(x, wt, bias, g, act, &mut out);
         return (out, true);
     }
-    if groups == 1 && super::gemm::fast(p) {
-        // every element written once by the gemm's tiles: bias, sums and activation in one store
+    if groups == 1 {
+        // every element written once: bias, sums and activation in one store
         let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
         let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
         for (n, dst) in out.spare_capacity_mut()[..g.n * g.o * p].chunks_mut(g.o * p).enumerate() {
@@ -344,17 +344,7 @@ fn forward_batched(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Ac
                 im2col_at(xs, g.c, g, &mut col[..k * rs], rs, j * p);
             }
         }
-        if super::gemm::fast(p) {
-            super::gemm::matmul_bias_act_into(&mut y[..g.o * rs], bias, wt, k, 1, &col[..k * rs], g.o, rs, k, act);
-        } else {
-            for (o, row) in y[..g.o * rs].chunks_mut(rs).enumerate() {
-                row.fill(bias[o]);
-            }
-            matmul(&mut y[..g.o * rs], true, wt, k, 1, &col[..k * rs], g.o, rs, k);
-            if let Some(act) = act {
-                y[..g.o * rs].par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
-            }
-        }
+        super::gemm::matmul_bias_act_into(&mut y[..g.o * rs], bias, wt, k, 1, &col[..k * rs], g.o, rs, k, act);
         out[n0 * g.o * p..(n0 + m) * g.o * p].par_chunks_mut(g.o * p).enumerate().for_each(|(j, dst)| {
             for (o, d) in dst.chunks_mut(p).enumerate() {
                 d.copy_from_slice(&y[o * rs + j * p..o * rs + (j + 1) * p]);

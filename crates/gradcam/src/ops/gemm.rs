@@ -1,14 +1,17 @@
 //! The matrix product of the convolutions: dst (m×n) (+)= A (m×k, any strides) · B (k×n, rows n apart).
 //!
-//! In the forward pass B is wide and row-major (an image's pixels, or im2col's columns) and A is a weight
-//! matrix with contiguous rows, so no packing is needed: an AVX-512 tile keeps 6 rows × 64 columns of dst in 24 registers across a block
-//! of k, loading 4 vectors of a row of B and broadcasting 6 values of A per step (24 fused multiply-adds).
-//! Columns are cut into tiles of 64 (the last one masked), k into blocks whose tile of B stays in the core's
-//! L2 while every row tile of A passes over it. Tiles are spread over the rayon pool.
+//! B is row-major (an image's pixels, im2col's columns, or an output gradient) and A a weight matrix, read
+//! through strides (transposed in the backward passes), so no packing is needed: an AVX-512 tile keeps 6 rows ×
+//! 64 columns of dst in 24 registers across a block of k, loading 4 vectors of a row of B and broadcasting 6
+//! values of A per step (24 fused multiply-adds). Columns are cut into tiles of 64 (the last one masked), k into
+//! blocks whose tile of B stays in the core's L2 while every row tile of A passes over it. Tiles are spread over
+//! the rayon pool. The bias, the accumulation onto dst and the activation happen in the tile's one store.
 //!
-//! Each dst element is a sum in the order of k (fused multiply-adds onto the initial value), whatever the
-//! tiling or the number of threads. Narrow outputs (see [`fast`]), the backward passes and machines without
-//! AVX-512 use the `gemm` crate.
+//! Every element is computed exactly as the `gemm` crate computes it (the path on machines without AVX-512, and
+//! the one the golden tests were first passed with), whatever the tiling or the number of threads: k is cut into
+//! the same blocks (see [`k_block`]), each block is summed from zero by fused multiply-adds in the order of k,
+//! and its sum is added to what dst holds (the bias, for the first block of a convolution). So the tiles change
+//! the speed, never a figure.
 
 use super::act::Activation;
 use rayon::prelude::*;
@@ -17,12 +20,22 @@ use rayon::prelude::*;
 const NT: usize = 64;
 /// Rows per tile.
 const MR: usize = 6;
-/// Depth of one k block: a 64-column tile of B over KC rows is 128 KB.
-const KC: usize = 512;
+
+/// The depth of the k blocks, as the `gemm` crate (0.19) cuts them for this product: each block's sum is
+/// added to dst, so the blocks decide the rounding. k is split into equal blocks of at most 512 (its
+/// `kernel_params`, whose L1-derived block is 512 on every common cache geometry), except where both
+/// dimensions are ≤ 64, where blocks are 512 deep with a shorter last one. (The crate sees the product
+/// transposed: its m is our n.) `tiles_equal_the_gemm_crate_bit_for_bit` checks this on the running machine.
+fn k_block(m: usize, n: usize, k: usize) -> usize {
+    if m <= 64 && n <= 64 {
+        k.min(512)
+    } else {
+        k.div_ceil(k.div_ceil(512))
+    }
+}
 
 /// dst (m×n, row stride n) = (dst if `accumulate`, else 0) + a (m×k; element (i, j) at `i·a_rs + j·a_cs`) ·
-/// b (k×n, row stride n), by the `gemm` crate (the backward passes' products, with A transposed, and the
-/// narrow forward ones; see [`fast`]).
+/// b (k×n, row stride n): the AVX-512 tiles where the CPU has them, else the `gemm` crate (same figures).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     dst: &mut [f32],
@@ -35,12 +48,46 @@ pub(crate) fn matmul(
     n: usize,
     k: usize,
 ) {
-    assert!(dst.len() >= m * n && b.len() >= k * n, "matmul: sizes");
-    assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul: a too short");
+    check(dst.len(), a, a_rs, a_cs, b, m, n, k);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    if tiles_available() {
+        let start = if accumulate { Start::Dst } else { Start::Zero };
+        tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, m, n, k, None);
+    } else {
+        matmul_crate(dst, accumulate, a, a_rs, a_cs, b, m, n, k)
+    }
+}
+
+/// The sizes every product checks before touching memory through raw pointers.
+#[allow(clippy::too_many_arguments)]
+fn check(dst_len: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], m: usize, n: usize, k: usize) {
+    assert!(dst_len >= m * n && b.len() >= k * n, "matmul: sizes");
+    assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul: a too short");
+}
+
+/// [`matmul`] by the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+fn matmul_crate(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    check(dst.len(), a, a_rs, a_cs, b, m, n, k);
+    if m == 0 || n == 0 || k == 0 {
         if !accumulate {
             dst[..m * n].fill(0.0);
         }
@@ -78,16 +125,6 @@ pub(crate) fn matmul(
     }
 }
 
-/// Whether a convolution whose output has `n` pixels per image takes the AVX-512 tiles. Decided per image,
-/// never per batch, so that a batch sums exactly as its images one by one. Measured on ResNet-50 and
-/// EfficientNet-Lite0 (2 threads): from 28×28 up the tiles are 5–15% faster than the `gemm` crate, their bias
-/// and activation fused besides; on 14×14 and 7×7 outputs both are as fast. (With the tiles for every product,
-/// the backward's and the small layers' too, ResNet-50's HiResCAM at layer3 moved from 1e-6 to 1.08e-3 off the
-/// golden map, over the 1e-3 tolerance; with this split every golden figure stays where it was.)
-pub(crate) fn fast(n: usize) -> bool {
-    n >= 512 && tiles_available()
-}
-
 /// Whether this CPU runs the AVX-512 tiles.
 pub(crate) fn tiles_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -97,8 +134,8 @@ pub(crate) fn tiles_available() -> bool {
     false
 }
 
-/// dst (m×n, uninitialised) = act(bias[i] + a · b) on every element, with the AVX-512 tiles (callers check
-/// [`tiles_available`] first): a convolution's output written once, with no pass to fill it with the bias first.
+/// dst (m×n, uninitialised) = act(bias[i] + a · b) on every element: a convolution's output written once (with
+/// the tiles; without AVX-512, bias fill, the `gemm` crate and an activation pass).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_bias_act(
     dst: &mut [std::mem::MaybeUninit<f32>],
@@ -112,13 +149,23 @@ pub(crate) fn matmul_bias_act(
     k: usize,
     act: Option<Activation>,
 ) {
-    assert!(tiles_available(), "matmul_bias_act: no AVX-512 here");
-    assert!(dst.len() >= m * n && b.len() >= k * n && bias.len() >= m && k > 0, "matmul_bias_act: sizes");
-    assert!(m == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul_bias_act: a too short");
+    check(dst.len(), a, a_rs, a_cs, b, m, n, k);
+    assert!(bias.len() >= m && k > 0, "matmul_bias_act: sizes");
     if m == 0 || n == 0 {
         return;
     }
-    tiled(Shared(dst.as_mut_ptr().cast()), Init::Bias(bias.as_ptr()), a, a_rs, a_cs, b, m, n, k, act);
+    if tiles_available() {
+        return tiled(Shared(dst.as_mut_ptr().cast()), Start::Bias(bias.as_ptr()), a, a_rs, a_cs, b, m, n, k, act);
+    }
+    for (row, b) in dst[..m * n].chunks_mut(n).zip(bias) {
+        row.fill(std::mem::MaybeUninit::new(*b));
+    }
+    // SAFETY: every element was initialised just above
+    let dst = unsafe { &mut *(&mut dst[..m * n] as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+    matmul_crate(dst, true, a, a_rs, a_cs, b, m, n, k);
+    if let Some(act) = act {
+        dst.par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
+    }
 }
 
 /// [`matmul_bias_act`] into initialised memory.
@@ -140,16 +187,16 @@ pub(crate) fn matmul_bias_act_into(
     matmul_bias_act(dst, bias, a, a_rs, a_cs, b, m, n, k, act)
 }
 
-/// What a tile's sums start from.
+/// What the first k block's sum is added to: nothing, dst, or the row's bias. Later blocks add to dst.
 #[derive(Clone, Copy, Debug)]
-enum Init {
+enum Start {
+    Zero,
     Dst,
-    /// bias[row]
     Bias(*const f32),
 }
 // SAFETY: the bias pointer is only read, and the slice it comes from outlives the parallel loop.
-unsafe impl Send for Init {}
-unsafe impl Sync for Init {}
+unsafe impl Send for Start {}
+unsafe impl Sync for Start {}
 
 /// A raw pointer the tiles share; each tile writes only its own rows × columns of dst.
 #[derive(Clone, Copy)]
@@ -167,7 +214,7 @@ impl Shared {
 #[allow(clippy::too_many_arguments)]
 fn tiled(
     d: Shared,
-    init: Init,
+    start: Start,
     a: &[f32],
     a_rs: usize,
     a_cs: usize,
@@ -179,6 +226,7 @@ fn tiled(
 ) {
     let col_tiles = n.div_ceil(NT);
     let row_tiles = m.div_ceil(MR);
+    let kb = k_block(m, n, k);
     // Narrow products (up to 4 column tiles: a k block of B is then at most 512 KB, in L2) take all their
     // columns in every job, so that each 6-row strip of A is read once and reused across the columns; wide
     // ones one column tile per job. Rows are cut into groups until there are enough jobs to balance the pool.
@@ -194,25 +242,25 @@ fn tiled(
         let (r_lo, r_hi) = (gi * per_group * MR, ((gi + 1) * per_group * MR).min(m));
         let mut k0 = 0;
         while k0 < k {
-            let kc = KC.min(k - k0);
+            let kc = kb.min(k - k0);
             let act = if k0 + kc == k { act } else { None };
             let mut r0 = r_lo;
             while r0 < r_hi {
                 let rows = MR.min(r_hi - r0);
-                // the first k block starts from `init` (the bias of these rows), the later ones from dst
-                let start = match init {
-                    Init::Bias(bias) if k0 == 0 => Init::Bias(bias.wrapping_add(r0)),
-                    i if k0 == 0 => i,
-                    _ => Init::Dst,
+                let add = match start {
+                    _ if k0 > 0 => Add::Dst,
+                    Start::Zero => Add::Nothing,
+                    Start::Dst => Add::Dst,
+                    Start::Bias(bias) => Add::Bias(bias.wrapping_add(r0)),
                 };
                 for ct in t_lo..t_hi {
                     let c0 = ct * NT;
                     let cols = NT.min(n - c0);
                     #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("no AVX-512 tiles here ({start:?}, {act:?}, {cols})");
+                    unreachable!("no AVX-512 tiles here ({add:?}, {act:?}, {cols})");
                     // SAFETY: AVX-512F is there (checked by the caller); rows r0..r0+rows < m and columns
                     // c0..c0+cols ≤ n of dst, rows k0..k0+kc < k of b, and A's elements (r0 + i, k0 + j) with
-                    // i < rows, j < kc lie within `a` (checked in `matmul`); this job alone writes those
+                    // i < rows, j < kc lie within `a` (checked in `check`); this job alone writes those
                     // elements of dst.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
@@ -226,7 +274,7 @@ fn tiled(
                             kc,
                             rows,
                             cols,
-                            start,
+                            add,
                             act,
                         )
                     };
@@ -242,6 +290,15 @@ fn tiled(
     } else {
         (0..jobs).into_par_iter().for_each(job);
     }
+}
+
+/// What a tile adds its block's sums to on the way out.
+#[derive(Clone, Copy, Debug)]
+enum Add {
+    Nothing,
+    Dst,
+    /// bias[row]
+    Bias(*const f32),
 }
 
 /// One tile of `rows` ≤ 6 rows and `cols` ≤ 64 columns over `kc` steps of k.
@@ -261,7 +318,7 @@ unsafe fn tile(
     kc: usize,
     rows: usize,
     cols: usize,
-    init: Init,
+    add: Add,
     act: Option<Activation>,
 ) {
     let v = cols.div_ceil(16);
@@ -269,7 +326,7 @@ unsafe fn tile(
     let mask: u16 = if last == 16 { u16::MAX } else { ((1u32 << last) - 1) as u16 };
     macro_rules! go {
         ($r:literal, $v:literal) => {
-            kernel::<$r, $v>(dst, ldd, a, a_rs, a_cs, b, kc, mask, init, act)
+            kernel::<$r, $v>(dst, ldd, a, a_rs, a_cs, b, kc, mask, add, act)
         };
     }
     macro_rules! by_v {
@@ -292,8 +349,8 @@ unsafe fn tile(
     }
 }
 
-/// R rows × V vectors; the last vector's lanes limited by `mask`; `act` applied on the way out (as
-/// `Activation::apply` computes it).
+/// R rows × V vectors; the last vector's lanes limited by `mask`; the sums over this k block (from zero, in the
+/// order of k) added to `add`, then `act` applied (as `Activation::apply` computes it) on the way out.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
@@ -307,26 +364,12 @@ unsafe fn kernel<const R: usize, const V: usize>(
     b: *const f32,
     kc: usize,
     mask: u16,
-    init: Init,
+    add: Add,
     act: Option<Activation>,
 ) {
     use std::arch::x86_64::*;
     let m = |j: usize| if j + 1 == V { mask } else { u16::MAX };
     let mut acc = [[_mm512_setzero_ps(); V]; R];
-    match init {
-        Init::Dst => {
-            for (r, row) in acc.iter_mut().enumerate() {
-                for (j, c) in row.iter_mut().enumerate() {
-                    *c = _mm512_maskz_loadu_ps(m(j), dst.add(r * ldd + 16 * j));
-                }
-            }
-        }
-        Init::Bias(bias) => {
-            for (r, row) in acc.iter_mut().enumerate() {
-                *row = [_mm512_set1_ps(*bias.add(r)); V];
-            }
-        }
-    }
     let mut bp = b;
     let mut ap = a;
     for _ in 0..kc {
@@ -346,8 +389,13 @@ unsafe fn kernel<const R: usize, const V: usize>(
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, c) in row.iter().enumerate() {
-            let c = super::simd::act_avx512(*c, act);
-            _mm512_mask_storeu_ps(dst.add(r * ldd + 16 * j), m(j), c);
+            let at = dst.add(r * ldd + 16 * j);
+            let c = match add {
+                Add::Nothing => *c,
+                Add::Dst => _mm512_add_ps(*c, _mm512_maskz_loadu_ps(m(j), at)),
+                Add::Bias(bias) => _mm512_add_ps(*c, _mm512_set1_ps(*bias.add(r))),
+            };
+            _mm512_mask_storeu_ps(at, m(j), super::simd::act_avx512(c, act));
         }
     }
 }
@@ -458,6 +506,56 @@ mod tests {
                 );
             }
             assert_eq!(ours.iter().filter(|v| v.is_nan()).count(), want.iter().filter(|v| v.is_nan()).count());
+        }
+    }
+
+    /// The tiles compute every element exactly as the `gemm` crate does (the same k blocks, each summed from
+    /// zero in the order of k and added to dst), so they change no figure: bit-for-bit equality on shapes of the
+    /// models' layers (k within one block, split into 2–9 blocks, both dimensions ≤ 64), both layouts of A, with
+    /// and without accumulation, with a bias.
+    #[test]
+    fn tiles_equal_the_gemm_crate_bit_for_bit() {
+        if !tiles_available() {
+            eprintln!("no AVX-512 here: matmul is the gemm crate itself, nothing to compare");
+            return;
+        }
+        let shapes = [
+            (480, 80, 196),
+            (112, 672, 196),
+            (192, 1152, 49),
+            (64, 576, 3136),
+            (300, 513, 49),
+            (100, 1024, 49),
+            (256, 2304, 196),
+            (40, 4608, 49),
+            (32, 1300, 60),
+            (7, 700, 9),
+            (64, 64, 64),
+            (65, 1025, 64),
+            (13, 27, 530),
+        ];
+        for (i, (m, k, n)) in shapes.into_iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            let rnd = |s: u64, len: usize, scale: f32| -> Vec<f32> {
+                crate::util::xorshift_unit(s, len).into_iter().map(|v| scale * (v - 0.5)).collect()
+            };
+            let (a, b, init, bias) =
+                (rnd(seed, m * k, 1.0), rnd(seed + 1, k * n, 1.0), rnd(seed + 2, m * n, 8.0), rnd(seed + 3, m, 8.0));
+            let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+            for transposed in [false, true] {
+                let (rs, cs) = if transposed { (1, m) } else { (k, 1) };
+                for acc in [false, true] {
+                    let (mut ours, mut theirs) = (init.clone(), init.clone());
+                    matmul(&mut ours, acc, &a, rs, cs, &b, m, n, k);
+                    matmul_crate(&mut theirs, acc, &a, rs, cs, &b, m, n, k);
+                    assert!(same(&ours, &theirs), "{m}x{n}x{k} transposed={transposed} acc={acc}");
+                }
+                let mut theirs: Vec<f32> = (0..m * n).map(|j| bias[j / n]).collect();
+                matmul_crate(&mut theirs, true, &a, rs, cs, &b, m, n, k);
+                let mut ours = vec![f32::NAN; m * n];
+                matmul_bias_act_into(&mut ours, &bias, &a, rs, cs, &b, m, n, k, None);
+                assert!(same(&ours, &theirs), "{m}x{n}x{k} transposed={transposed} with a bias");
+            }
         }
     }
 }
