@@ -3,8 +3,8 @@
 //! B is row-major (an image's pixels, im2col's columns, or an output gradient) and A a weight matrix, read
 //! through strides (transposed in the backward passes), so no packing is needed: an AVX-512 tile keeps 6 rows ×
 //! 64 columns of dst in 24 registers across a block of k, loading 4 vectors of a row of B and broadcasting 6
-//! values of A per step (24 fused multiply-adds). Columns are cut into tiles of 64 (the last one masked), k into
-//! blocks whose tile of B stays in the core's L2 while every row tile of A passes over it. Tiles are spread over
+//! values of A per step (24 fused multiply-adds). Columns are cut into tiles of up to 4 vectors (the last vector
+//! masked), k into blocks whose tile of B stays in the core's L2 while every row tile of A passes over it. Tiles are spread over
 //! the rayon pool. The bias, the accumulation onto dst and the activation happen in the tile's one store.
 //!
 //! Every element is computed exactly as the `gemm` crate computes it (the path on machines without AVX-512, and
@@ -16,8 +16,8 @@
 use super::act::Activation;
 use rayon::prelude::*;
 
-/// Columns per tile (4 vectors of 16).
-const NT: usize = 64;
+/// Vectors (of 16 columns) per tile, at most.
+const NV: usize = 4;
 /// Rows per tile.
 const MR: usize = 6;
 
@@ -224,7 +224,12 @@ fn tiled(
     k: usize,
     act: Option<Activation>,
 ) {
-    let col_tiles = n.div_ceil(NT);
+    // Columns are cut into tiles of at most 4 vectors, spread evenly (13 vectors: 4+3+3+3, not 4+4+4+1): a
+    // one-vector tile does 6 multiply-adds per 7 loads and would run at half speed.
+    let vectors = n.div_ceil(16);
+    let col_tiles = vectors.div_ceil(NV);
+    let (base, extra) = (vectors / col_tiles, vectors % col_tiles);
+    let tile_at = move |t: usize| 16 * (t * base + t.min(extra));
     let row_tiles = m.div_ceil(MR);
     let kb = k_block(m, n, k);
     // Narrow products (up to 4 column tiles: a k block of B is then at most 512 KB, in L2) take all their
@@ -254,8 +259,8 @@ fn tiled(
                     Start::Bias(bias) => Add::Bias(bias.wrapping_add(r0)),
                 };
                 for ct in t_lo..t_hi {
-                    let c0 = ct * NT;
-                    let cols = NT.min(n - c0);
+                    let c0 = tile_at(ct);
+                    let cols = (tile_at(ct + 1) - c0).min(n - c0);
                     #[cfg(not(target_arch = "x86_64"))]
                     unreachable!("no AVX-512 tiles here ({add:?}, {act:?}, {cols})");
                     // SAFETY: AVX-512F is there (checked by the caller); rows r0..r0+rows < m and columns
