@@ -60,7 +60,7 @@ pub(crate) fn matmul(
     }
     if tiles_available() {
         let start = if accumulate { Start::Dst } else { Start::Zero };
-        tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, m, n, k, None);
+        tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, None, m, n, k, None);
     } else {
         matmul_crate(dst, accumulate, a, a_rs, a_cs, b, m, n, k)
     }
@@ -155,7 +155,19 @@ pub(crate) fn matmul_bias_act(
         return;
     }
     if tiles_available() {
-        return tiled(Shared(dst.as_mut_ptr().cast()), Start::Bias(bias.as_ptr()), a, a_rs, a_cs, b, m, n, k, act);
+        return tiled(
+            Shared(dst.as_mut_ptr().cast()),
+            Start::Bias(bias.as_ptr()),
+            a,
+            a_rs,
+            a_cs,
+            b,
+            None,
+            m,
+            n,
+            k,
+            act,
+        );
     }
     for (row, b) in dst[..m * n].chunks_mut(n).zip(bias) {
         row.fill(std::mem::MaybeUninit::new(*b));
@@ -185,6 +197,40 @@ pub(crate) fn matmul_bias_act_into(
     // SAFETY: f32 and MaybeUninit<f32> have the same layout, and only initialised values are written
     let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
     matmul_bias_act(dst, bias, a, a_rs, a_cs, b, m, n, k, act)
+}
+
+/// [`matmul_bias_act`] with B's rows anywhere in `b`: row j is `b[b_rows[j]..b_rows[j] + n]` (a convolution
+/// reading its input's shifted planes in place of an im2col matrix). The same figures as with those rows
+/// copied into a matrix.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_bias_act_rows(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    bias: &[f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rows: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Option<Activation>,
+) {
+    assert!(b_rows.len() == k && b_rows.iter().all(|r| r + n <= b.len()), "matmul_bias_act_rows: rows");
+    assert!(dst.len() >= m * n && bias.len() >= m && k > 0, "matmul_bias_act_rows: sizes");
+    assert!(m == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul_bias_act_rows: a too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if tiles_available() {
+        let (d, start) = (Shared(dst.as_mut_ptr().cast()), Start::Bias(bias.as_ptr()));
+        return tiled(d, start, a, a_rs, a_cs, b, Some(b_rows), m, n, k, act);
+    }
+    let mut rows = Vec::with_capacity(k * n);
+    for r in b_rows {
+        rows.extend_from_slice(&b[*r..r + n]);
+    }
+    matmul_bias_act(dst, bias, a, a_rs, a_cs, &rows, m, n, k, act)
 }
 
 /// What the first k block's sum is added to: nothing, dst, or the row's bias. Later blocks add to dst.
@@ -219,6 +265,7 @@ fn tiled(
     a_rs: usize,
     a_cs: usize,
     b: &[f32],
+    b_rows: Option<&[usize]>,
     m: usize,
     n: usize,
     k: usize,
@@ -269,13 +316,18 @@ fn tiled(
                     // elements of dst.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
+                        let (bp, tab) = match b_rows {
+                            None => (b.as_ptr().add(k0 * n + c0), std::ptr::null()),
+                            Some(t) => (b.as_ptr().add(c0), t.as_ptr().add(k0)),
+                        };
                         tile(
                             d.at(r0 * n + c0),
                             n,
                             a.as_ptr().add(r0 * a_rs + k0 * a_cs),
                             a_rs,
                             a_cs,
-                            b.as_ptr().add(k0 * n + c0),
+                            bp,
+                            tab,
                             kc,
                             rows,
                             cols,
@@ -306,10 +358,11 @@ enum Add {
     Bias(*const f32),
 }
 
-/// One tile of `rows` ≤ 6 rows and `cols` ≤ 64 columns over `kc` steps of k.
+/// One tile of `rows` ≤ 6 rows and `cols` ≤ 64 columns over `kc` steps of k. B's rows are `ldd` apart from
+/// `b`, or, where `tab` is not null, row j starts at `b + tab[j]`.
 ///
 /// # Safety
-/// AVX-512F must be available; dst, a and b must be valid for the elements named in `tiled`.
+/// AVX-512F must be available; dst, a, b and tab must be valid for the elements named in `tiled`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
@@ -320,6 +373,7 @@ unsafe fn tile(
     a_rs: usize,
     a_cs: usize,
     b: *const f32,
+    tab: *const usize,
     kc: usize,
     rows: usize,
     cols: usize,
@@ -331,7 +385,11 @@ unsafe fn tile(
     let mask: u16 = if last == 16 { u16::MAX } else { ((1u32 << last) - 1) as u16 };
     macro_rules! go {
         ($r:literal, $v:literal) => {
-            kernel::<$r, $v>(dst, ldd, a, a_rs, a_cs, b, kc, mask, add, act)
+            if tab.is_null() {
+                kernel::<$r, $v, false>(dst, ldd, a, a_rs, a_cs, b, tab, kc, mask, add, act)
+            } else {
+                kernel::<$r, $v, true>(dst, ldd, a, a_rs, a_cs, b, tab, kc, mask, add, act)
+            }
         };
     }
     macro_rules! by_v {
@@ -360,13 +418,14 @@ unsafe fn tile(
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn kernel<const R: usize, const V: usize>(
+unsafe fn kernel<const R: usize, const V: usize, const TAB: bool>(
     dst: *mut f32,
     ldd: usize,
     a: *const f32,
     a_rs: usize,
     a_cs: usize,
     b: *const f32,
+    tab: *const usize,
     kc: usize,
     mask: u16,
     add: Add,
@@ -377,7 +436,10 @@ unsafe fn kernel<const R: usize, const V: usize>(
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     let mut bp = b;
     let mut ap = a;
-    for _ in 0..kc {
+    for j in 0..kc {
+        if TAB {
+            bp = b.add(*tab.add(j));
+        }
         let mut x = [_mm512_setzero_ps(); V];
         for (j, xv) in x.iter_mut().enumerate() {
             *xv =
@@ -389,7 +451,9 @@ unsafe fn kernel<const R: usize, const V: usize>(
                 *c = _mm512_fmadd_ps(w, *xv, *c);
             }
         }
-        bp = bp.add(ldd);
+        if !TAB {
+            bp = bp.add(ldd);
+        }
         ap = ap.add(a_cs);
     }
     for (r, row) in acc.iter().enumerate() {

@@ -9,6 +9,7 @@ pub mod act;
 pub mod conv;
 mod depthwise;
 mod gemm;
+mod phases;
 pub mod pool;
 mod simd;
 
