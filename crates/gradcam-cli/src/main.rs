@@ -422,7 +422,7 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         for &b in batches {
             for r in gradcam::bench::run(&net, &layer, b.max(1), what, reps)? {
                 if !json {
-                    println!("{:<20} {:>5}  {:<20} {:>10.1}", r.model, r.batch, r.what, r.ms_per_image);
+                    println!("{:<20} {:>5}  {:<20} {:>10.2}", r.model, r.batch, r.what, r.ms_per_image);
                 }
                 rows.push(r);
             }

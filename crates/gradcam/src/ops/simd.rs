@@ -72,7 +72,9 @@ pub(crate) unsafe fn act_avx512(v: std::arch::x86_64::__m512, act: Option<Activa
     }
 }
 
-/// Blocks of 64 outputs held in four registers across all taps, then blocks of 16, then the rest.
+/// Blocks of 128 outputs held in eight registers across all taps, then one block of the rest (up to eight
+/// vectors, the last one masked). Eight independent sums per tap keep both adders busy through the add's
+/// latency (with four, a 7×7 map's 77 outputs took two passes, one of them a single dependent chain).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn correlate_avx512(
@@ -83,40 +85,58 @@ unsafe fn correlate_avx512(
     w: &[f32],
     act: Option<Activation>,
 ) {
-    use std::arch::x86_64::*;
     let n = out.len();
     let (sp, op) = (src.as_ptr(), out.as_mut_ptr());
     let mut i = 0;
-    while i + 64 <= n {
-        let mut a = [_mm512_set1_ps(init); 4];
-        for (s, w) in starts.iter().zip(w) {
-            let wv = _mm512_set1_ps(*w);
-            let p = sp.add(s + i);
-            for (r, acc) in a.iter_mut().enumerate() {
-                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wv, _mm512_loadu_ps(p.add(16 * r))));
-            }
-        }
-        for (r, acc) in a.iter().enumerate() {
-            _mm512_storeu_ps(op.add(i + 16 * r), act_avx512(*acc, act));
-        }
-        i += 64;
-    }
-    while i + 16 <= n {
-        let mut acc = _mm512_set1_ps(init);
-        for (s, w) in starts.iter().zip(w) {
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), _mm512_loadu_ps(sp.add(s + i))));
-        }
-        _mm512_storeu_ps(op.add(i), act_avx512(acc, act));
-        i += 16;
+    while i + 128 <= n {
+        correlate_block::<8>(op.add(i), sp.add(i), init, starts, w, act, u16::MAX);
+        i += 128;
     }
     if i < n {
-        let k: __mmask16 = ((1u32 << (n - i)) - 1) as u16;
-        let mut acc = _mm512_set1_ps(init);
-        for (s, w) in starts.iter().zip(w) {
-            let x = _mm512_maskz_loadu_ps(k, sp.add(s + i));
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(*w), x));
+        let v = (n - i).div_ceil(16);
+        let last = n - i - 16 * (v - 1);
+        let mask = if last == 16 { u16::MAX } else { ((1u32 << last) - 1) as u16 };
+        let (o, s) = (op.add(i), sp.add(i));
+        match v {
+            1 => correlate_block::<1>(o, s, init, starts, w, act, mask),
+            2 => correlate_block::<2>(o, s, init, starts, w, act, mask),
+            3 => correlate_block::<3>(o, s, init, starts, w, act, mask),
+            4 => correlate_block::<4>(o, s, init, starts, w, act, mask),
+            5 => correlate_block::<5>(o, s, init, starts, w, act, mask),
+            6 => correlate_block::<6>(o, s, init, starts, w, act, mask),
+            7 => correlate_block::<7>(o, s, init, starts, w, act, mask),
+            _ => correlate_block::<8>(o, s, init, starts, w, act, mask),
         }
-        _mm512_mask_storeu_ps(op.add(i), k, act_avx512(acc, act));
+    }
+}
+
+/// V vectors of outputs from `op`, reading from `sp` + each tap's start; the last vector's lanes limited by
+/// `mask`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn correlate_block<const V: usize>(
+    op: *mut f32,
+    sp: *const f32,
+    init: f32,
+    starts: &[usize],
+    w: &[f32],
+    act: Option<Activation>,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    let m = |r: usize| if r + 1 == V { mask } else { u16::MAX };
+    let mut a = [_mm512_set1_ps(init); V];
+    for (s, w) in starts.iter().zip(w) {
+        let wv = _mm512_set1_ps(*w);
+        let p = sp.add(*s);
+        for (r, acc) in a.iter_mut().enumerate() {
+            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(m(r), p.add(16 * r))));
+        }
+    }
+    for (r, acc) in a.iter().enumerate() {
+        _mm512_mask_storeu_ps(op.add(16 * r), m(r), act_avx512(*acc, act));
     }
 }
 
@@ -317,7 +337,7 @@ mod tests {
         let src: Vec<f32> = (0..400).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let starts = [0usize, 3, 17, 40, 41];
         let w = [0.3f32, -1.25, 2.0, 0.001, -7.5];
-        for n in [0usize, 1, 15, 16, 17, 63, 64, 65, 130, 300] {
+        for n in [0usize, 1, 15, 16, 17, 63, 64, 65, 77, 127, 128, 129, 130, 255, 300] {
             let mut a = vec![0f32; n];
             let mut b = vec![0f32; n];
             correlate(&mut a, 0.5, &src, &starts, &w, None);
