@@ -407,10 +407,20 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
 fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize, json: bool) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
+    let peak = gradcam::bench::fma_peak_gflops();
     let mut rows = vec![];
     if !json {
-        println!("{threads} threads; median of {reps} after a warm-up; ms per image");
-        println!("{:<20} {:>5}  {:<20} {:>10}", "model", "batch", "what", "ms/image");
+        match peak {
+            Some(p) => println!("{threads} threads; multiply-add peak of this machine {p:.0} GFLOP/s (all threads)"),
+            None => println!("{threads} threads"),
+        }
+        println!(
+            "median of {reps} after a warm-up; ms per image; forward: the convolutions' GFLOP per image, the rate"
+        );
+        println!(
+            "{:<20} {:>5}  {:<20} {:>10} {:>8} {:>9} {:>7}",
+            "model", "batch", "what", "ms/image", "GFLOP", "GFLOP/s", "% peak"
+        );
     }
     for m in models {
         let w = match zoo::local_weights(zoo::spec(m)?) {
@@ -422,21 +432,28 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         for &b in batches {
             for r in gradcam::bench::run(&net, &layer, b.max(1), what, reps)? {
                 if !json {
-                    println!("{:<20} {:>5}  {:<20} {:>10.2}", r.model, r.batch, r.what, r.ms_per_image);
+                    let rate = match (r.gflop_per_image, r.gflops) {
+                        (Some(g), Some(f)) => {
+                            let pct = peak.map(|p| format!("{:>6.0}%", 100.0 * f / p)).unwrap_or_default();
+                            format!(" {g:>8.2} {f:>9.0} {pct}")
+                        }
+                        _ => String::new(),
+                    };
+                    println!("{:<20} {:>5}  {:<20} {:>10.2}{rate}", r.model, r.batch, r.what, r.ms_per_image);
                 }
                 rows.push(r);
             }
         }
     }
-    let peak = gradcam::bench::peak_rss_bytes();
+    let rss = gradcam::bench::peak_rss_bytes();
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"threads": threads, "rows": rows, "peak_rss_bytes": peak})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "threads": threads, "fma_peak_gflops": peak, "rows": rows, "peak_rss_bytes": rss
+            }))?
         );
-    } else if let Some(p) = peak {
+    } else if let Some(p) = rss {
         println!("peak resident memory: {:.0} MB", p as f64 / 1e6);
     }
     Ok(ExitCode::SUCCESS)

@@ -17,6 +17,10 @@ pub struct Row {
     /// Median over the repetitions of (time of one batch) / batch, in milliseconds.
     pub ms_per_image: f64,
     pub reps: usize,
+    /// Forward rows: the convolutions' floating-point operations per image (a multiply-add counts 2), in
+    /// billions, and the rate they ran at (GFLOP / median time).
+    pub gflop_per_image: Option<f64>,
+    pub gflops: Option<f64>,
 }
 
 /// A deterministic input batch: pseudo-random values with the spread of a normalised photo.
@@ -51,6 +55,9 @@ pub fn run(net: &Network, layer: &str, batch: usize, what: &[String], reps: usiz
     for _ in 0..3 {
         net.forward(&x)?;
     }
+    let before = crate::ops::conv_flops();
+    net.forward(&x)?;
+    let gflop = (crate::ops::conv_flops() - before) as f64 / 1e9 / batch as f64;
     let mut rows = vec![];
     for w in what {
         let ms = match w.as_str() {
@@ -70,9 +77,82 @@ pub fn run(net: &Network, layer: &str, batch: usize, what: &[String], reps: usiz
                 })?
             }
         };
-        rows.push(Row { model: net.name.clone(), batch, what: w.clone(), ms_per_image: ms / batch as f64, reps });
+        let ms_per_image = ms / batch as f64;
+        let (gflop_per_image, gflops) =
+            if w == "forward" { (Some(gflop), Some(gflop / (ms_per_image / 1e3))) } else { (None, None) };
+        rows.push(Row { model: net.name.clone(), batch, what: w.clone(), ms_per_image, reps, gflop_per_image, gflops });
     }
     Ok(rows)
+}
+
+/// The machine's multiply-add throughput, in GFLOP/s, on every thread of the pool at once: each runs 12
+/// independent chains of fused multiply-adds on the widest vectors the CPU has (AVX-512, else AVX2 with FMA)
+/// for some 30 ms. The ceiling the kernels' GFLOP/s compare with. None on other CPUs.
+pub fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
+            16
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            8
+        } else {
+            return None;
+        };
+        let iters: u64 = 160_000_000 / lanes;
+        let run = || {
+            let t = Instant::now();
+            // SAFETY: the features were detected above
+            let sink = unsafe {
+                if lanes == 16 {
+                    fma_chains_avx512(iters)
+                } else {
+                    fma_chains_avx2(iters)
+                }
+            };
+            std::hint::black_box(sink);
+            t.elapsed().as_secs_f64()
+        };
+        run();
+        let secs = rayon::broadcast(|_| run());
+        let flops = 12.0 * 2.0 * lanes as f64 * iters as f64;
+        Some(secs.iter().map(|s| flops / s / 1e9).sum())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut a = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, b, c);
+        }
+    }
+    a.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut a = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, b, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    a.iter()
+        .map(|v| {
+            _mm256_storeu_ps(out.as_mut_ptr(), *v);
+            out.iter().sum::<f32>()
+        })
+        .sum()
 }
 
 /// Peak resident memory of this process in bytes (Linux: VmHWM), if known.

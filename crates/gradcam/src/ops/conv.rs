@@ -461,6 +461,8 @@ impl CustomOp3 for Conv2dOp {
             candle_core::bail!("conv2d: bias has {} values for {} output channels", b.len(), g.o)
         }
         let y = forward(x, w, b, &g, self.1.map(|(a, _)| a));
+        let macs = g.n * g.o * (g.c / g.cfg.groups) * g.kh * g.kw * g.p();
+        super::CONV_FLOPS.fetch_add(2 * macs as u64, std::sync::atomic::Ordering::Relaxed);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 

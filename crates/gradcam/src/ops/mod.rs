@@ -101,6 +101,14 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Floating-point operations (a multiply-add counts 2) of every convolution's forward pass so far, in this
+/// process: read before and after a pass for its count (`bench` does, for GFLOP/s).
+pub fn conv_flops() -> u64 {
+    CONV_FLOPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) static CONV_FLOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Threads for the kernels: rayon's pool (RAYON_NUM_THREADS, default the number of cores).
 pub(crate) fn threads() -> usize {
     rayon::current_num_threads()
