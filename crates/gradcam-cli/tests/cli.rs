@@ -330,3 +330,20 @@ fn batched_runs_equal_single_runs_through_the_binary() {
     }
     assert_eq!(compared, 10, "5 images × 2 classes");
 }
+
+/// `gradcam … | head`: a reader that goes away ends the output quietly (no panic message on stderr).
+#[cfg(unix)]
+#[test]
+fn closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["layers", "--model", "resnet50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+}
