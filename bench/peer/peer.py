@@ -79,7 +79,7 @@ def ours_fast(gradcam, reps):
     out = subprocess.run([gradcam, "bench", "--json", "--reps", str(reps), "--what", "forward,gradcam,guided-backprop"],
                          check=True, capture_output=True, text=True).stdout
     doc = json.loads(out)
-    return doc["rows"], doc["peak_rss_bytes"]
+    return doc["rows"], doc["peak_rss_bytes"], doc.get("fma_peak_gflops")
 
 def ours_slow(gradcam, slow):
     out = subprocess.run([gradcam, "bench", "--json", "--reps", "1", "--batch", "1", "--what", ",".join(slow)],
@@ -97,15 +97,20 @@ def measure(gradcam, reps, rounds, slow):
     slow methods once each."""
     setups = [Setup(n, m, l, b) for n, m, l in models() for b in (1, 8)]
     best_peer, best_mine, peak = {}, {}, 0
+    global FMA_PEAK, GFLOP
+    FMA_PEAK, GFLOP = 0.0, {}
     keep = lambda d, k, v: d.__setitem__(k, min(v, d.get(k, float("inf"))))
     for r in range(rounds):
         for s in setups:
             for what, ms in s.fast(reps):
                 keep(best_peer, (s.name, s.batch, what), ms)
         settle()
-        rows, p = ours_fast(gradcam, reps)
+        rows, p, fma = ours_fast(gradcam, reps)
         peak = max(peak, p)
+        FMA_PEAK = max(FMA_PEAK, fma or 0.0)
         for row in rows:
+            if row.get("gflop_per_image"):
+                GFLOP[row["model"]] = row["gflop_per_image"]
             keep(best_mine, (row["model"], row["batch"], row["what"]), row["ms_per_image"])
         print(f"# round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     if slow:
@@ -150,6 +155,19 @@ def main():
     for m in ("resnet50", "efficientnet_lite0"):
         one, eight = get(mine, m, 1, "gradcam"), get(mine, m, 8, "gradcam")
         print(f"{m}: gradcam per image, batch 8 / batch 1 = {eight / one:.2f}")
+    if FMA_PEAK:
+        print(f"multiply-add peak of this machine (gradcam bench's probe, all threads): {FMA_PEAK:.0f} GFLOP/s")
+        for m in ("resnet50", "efficientnet_lite0"):
+            g = GFLOP.get(m)
+            if not g: continue
+            rate = lambda ms: f"{g / ms * 1e3:.0f} GFLOP/s ({100 * g / ms * 1e3 / FMA_PEAK:.0f}%)"
+            sides = [("gradcam", get(mine, m, 1, "forward")), ("onnxruntime", get(peer, m, 1, "onnxruntime forward")),
+                     ("torch", get(peer, m, 1, "torch forward"))]
+            print(f"{m}, batch 1 forward, {g:.2f} GFLOP of convolutions: " + ", ".join(f"{n} {rate(ms)}" for n, ms in sides if ms))
+            sc = get(peer, m, 1, "scorecam")
+            if sc:
+                ms = sc / 3 / (2048 if m == "resnet50" else 1280)
+                print(f"  ScoreCAM 3x the reference needs a forward in {ms:.1f} ms: {g / ms * 1e3:.0f} GFLOP/s ({100 * g / ms * 1e3 / FMA_PEAK:.0f}% of the peak)")
     print(f"gradcam bench peak resident memory: {peak / 1e6:.0f} MB")
     print(f"gradcam explain, one image, resnet50, peak resident memory: {explain_peak(a.gradcam) / 1e6:.0f} MB")
 
