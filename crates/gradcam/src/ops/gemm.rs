@@ -26,6 +26,8 @@ const MR: usize = 6;
 /// `kernel_params`, whose L1-derived block is 512 on every common cache geometry), except where both
 /// dimensions are ≤ 64, where blocks are 512 deep with a shorter last one. (The crate sees the product
 /// transposed: its m is our n.) `tiles_equal_the_gemm_crate_bit_for_bit` checks this on the running machine.
+/// Degenerate products take other paths in the crate (a dimension of 1, k ≤ 2, or m·n ≤ 256 with k over
+/// 512: vector products and blocks of 1024) and may round differently there; no layer of the models is one.
 fn k_block(m: usize, n: usize, k: usize) -> usize {
     if m <= 64 && n <= 64 {
         k.min(512)
