@@ -228,16 +228,12 @@ fn forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation
     if g.depthwise() {
         return depthwise::forward(x, wt, bias, g, act);
     }
-    let (mut y, fused) = forward_dense(x, wt, bias, g, act);
-    if let (Some(act), false) = (act, fused) {
-        y.par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
-    }
-    y
+    forward_dense(x, wt, bias, g, act)
 }
 
-/// Dense and grouped convolutions: im2col (none for 1×1 stride 1) and gemm.
-/// Returns the output and whether `act` was applied (fused into the gemm's stores).
-fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>) -> (Vec<f32>, bool) {
+/// Dense and grouped convolutions: phase planes or im2col (none for 1×1 stride 1), then the gemm, whose stores
+/// add the bias and apply `act`: every output element is written once.
+fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Activation>) -> Vec<f32> {
     let p = g.p();
     let groups = g.cfg.groups;
     let (cg, og) = (g.c / groups, g.o / groups);
@@ -245,51 +241,29 @@ fn forward_dense(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom, act: Option<Acti
     if g.batch_gemm() {
         let mut out = vec![0f32; g.n * g.o * p];
         forward_batched(x, wt, bias, g, act, &mut out);
-        return (out, true);
+        return out;
     }
     if groups == 1 && planes_pay(g) {
-        return (forward_planes(x, wt, bias, g, act), true);
+        return forward_planes(x, wt, bias, g, act);
     }
-    if groups == 1 {
-        // every element written once: bias, sums and activation in one store
-        let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
-        let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
-        for (n, dst) in out.spare_capacity_mut()[..g.n * g.o * p].chunks_mut(g.o * p).enumerate() {
-            let xs = &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w];
-            let b: &[f32] = if g.pointwise() {
-                xs
-            } else {
-                im2col(xs, cg, g, &mut col);
-                &col
-            };
-            super::gemm::matmul_bias_act(dst, bias, wt, k, 1, b, g.o, p, k, act);
-        }
-        // SAFETY: the loop above wrote all g.n · g.o · p elements
-        unsafe { out.set_len(g.n * g.o * p) };
-        return (out, true);
-    }
-    // the output starts as the bias, which the gemms accumulate onto (no zero-filling pass first)
     let mut out: Vec<f32> = Vec::with_capacity(g.n * g.o * p);
-    for _ in 0..g.n {
-        for b in bias {
-            out.extend(std::iter::repeat_n(*b, p));
-        }
-    }
     let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; k * p] };
-    for n in 0..g.n {
-        for gi in 0..groups {
-            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..];
-            let dst = &mut out[(n * g.o + gi * og) * p..(n * g.o + (gi + 1) * og) * p];
-            let b: &[f32] = if g.pointwise() {
-                &xs[..k * p]
-            } else {
-                im2col(xs, cg, g, &mut col);
-                &col
-            };
-            matmul(dst, true, &wt[gi * og * k..], k, 1, b, og, p, k);
-        }
+    // one product per image and group: og output channels from cg input channels
+    for (ng, dst) in out.spare_capacity_mut()[..g.n * g.o * p].chunks_mut(og * p).enumerate() {
+        let (n, gi) = (ng / groups, ng % groups);
+        let xs = &x[(n * g.c + gi * cg) * g.h * g.w..(n * g.c + (gi + 1) * cg) * g.h * g.w];
+        let b: &[f32] = if g.pointwise() {
+            xs
+        } else {
+            im2col(xs, cg, g, &mut col);
+            &col
+        };
+        let (wg, bg) = (&wt[gi * og * k..(gi + 1) * og * k], &bias[gi * og..(gi + 1) * og]);
+        super::gemm::matmul_bias_act(dst, bg, wg, k, 1, b, og, p, k, act);
     }
-    (out, false)
+    // SAFETY: the loop above wrote all g.n · g.o · p elements
+    unsafe { out.set_len(g.n * g.o * p) };
+    out
 }
 
 /// Whether a dense convolution reads its input's phase planes in place of an im2col matrix. The planes hold

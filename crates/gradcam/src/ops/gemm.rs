@@ -50,22 +50,12 @@ pub(crate) fn matmul(
     n: usize,
     k: usize,
 ) {
+    if !tiles_available() || m == 0 || n == 0 || k == 0 {
+        return matmul_crate(dst, accumulate, a, a_rs, a_cs, b, m, n, k);
+    }
     check(dst.len(), a, a_rs, a_cs, b, m, n, k);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    if tiles_available() {
-        let start = if accumulate { Start::Dst } else { Start::Zero };
-        tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, None, m, n, k, None);
-    } else {
-        matmul_crate(dst, accumulate, a, a_rs, a_cs, b, m, n, k)
-    }
+    let start = if accumulate { Start::Dst } else { Start::Zero };
+    tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, None, m, n, k, None);
 }
 
 /// The sizes every product checks before touching memory through raw pointers.
