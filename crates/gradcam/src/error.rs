@@ -23,8 +23,27 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// An error of the tensor library, without the backtrace candle attaches when `RUST_BACKTRACE` is set (a
+    /// message for users, and a JSON field, must not carry one).
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(strip_backtrace(e))
+    }
+}
+
+/// `e` without the backtraces candle wraps around errors (at any depth of context).
+pub fn strip_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => strip_backtrace(*inner),
+        E::Context { inner, context } => E::Context { inner: Box::new(strip_backtrace(*inner)), context },
+        E::WithPath { inner, path } => E::WithPath { inner: Box::new(strip_backtrace(*inner)), path },
+        e => e,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 
 use crate::cam::{
     self, guided,
-    postprocess::{bounding_box, BBox, Map},
+    postprocess::{BBox, Map},
     Explainer, MapOptions, Score,
 };
 use crate::classify::{ranking, top_k, Prediction};
@@ -11,11 +11,13 @@ use crate::error::{Error, Result};
 use crate::labels::Labels;
 use crate::models::Network;
 use crate::npy::Array;
+use crate::output::FileSet;
 use crate::render::{self, Colormap};
 use image::RgbImage;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
+pub use crate::naming::Namer;
 
 pub const GUIDED_BACKPROP: &str = "guided-backprop";
 pub const GUIDED_GRADCAM: &str = "guided-gradcam";
@@ -95,7 +97,19 @@ impl Options {
             net.layer(l)?;
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::invalid(format!("--alpha {} is outside [0, 1]", self.alpha)));
+            return Err(Error::invalid(format!("--alpha {}: expected a number in [0, 1]", self.alpha)));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(Error::invalid(format!(
+                "--threshold {}: expected a number in [0, 1] (the map is scaled to [0, 1])",
+                self.threshold
+            )));
+        }
+        if self.layers.is_empty() {
+            return Err(Error::invalid("no target layer given"));
+        }
+        if self.methods.is_empty() {
+            return Err(Error::invalid("no method given"));
         }
         Ok(())
     }
@@ -103,7 +117,9 @@ impl Options {
 
 /// One input: a decoded photo, or a ready tensor.
 pub struct Input {
-    /// As given by the user (shown in reports and errors).
+    /// The file it came from.
+    pub path: PathBuf,
+    /// As given by the user (shown in reports and errors; lossy where the path is not UTF-8).
     pub name: String,
     /// The photo at its own resolution (for a tensor input: the tensor de-normalised).
     pub photo: RgbImage,
@@ -112,14 +128,16 @@ pub struct Input {
 }
 
 impl Input {
-    pub fn from_image(path: &Path, net: &Network, max_pixels: u64) -> Result<Input> {
-        let photo = crate::image::load_rgb(path, max_pixels)?;
+    pub fn from_image(path: &Path, net: &Network, limits: &crate::image::ImageLimits) -> Result<Input> {
+        crate::util::regular_file(path, "an image file")?;
+        let photo = crate::image::load_rgb_with(path, limits)?;
         let tensor = crate::image::preprocess(&photo, net.input_size, &net.normalization, &net.device)?;
-        Ok(Input { name: path.display().to_string(), photo, tensor })
+        Ok(Input { path: path.to_path_buf(), name: path.display().to_string(), photo, tensor })
     }
 
-    /// A ready 1×3×H×W tensor from a `.npy` file.
-    pub fn from_npy(path: &Path, net: &Network) -> Result<Input> {
+    /// A ready 1×3×H×W tensor from a `.npy` file, of at most `max_pixels` pixels, every value finite.
+    pub fn from_npy(path: &Path, net: &Network, max_pixels: u64) -> Result<Input> {
+        crate::util::regular_file(path, "a .npy file")?;
         let a = Array::read(path)?;
         let (h, w) = net.input_size;
         if a.shape.len() != 4 || a.shape[0] != 1 || a.shape[1] != 3 {
@@ -130,6 +148,28 @@ impl Input {
             )));
         }
         let (th, tw) = (a.shape[2], a.shape[3]);
+        if th == 0 || tw == 0 {
+            return Err(Error::invalid(format!(
+                "{}: tensor of shape {:?} has no pixels, expected 1x3xHxW with H, W >= 1 (the model's input is 1x3x{h}x{w})",
+                path.display(),
+                a.shape
+            )));
+        }
+        let pixels = th as u64 * tw as u64;
+        if pixels > max_pixels || th > u32::MAX as usize || tw > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "{}: tensor of {th}x{tw} pixels is over the limit of {max_pixels} pixels (raise it with --max-pixels)",
+                path.display()
+            )));
+        }
+        if let Some(k) = a.data.iter().position(|v| !v.is_finite()) {
+            let (c, y, x) = (k / (th * tw), k / tw % th, k % tw);
+            return Err(Error::invalid(format!(
+                "{}: the tensor holds {} at [0, {c}, {y}, {x}]; expected finite values",
+                path.display(),
+                a.data[k]
+            )));
+        }
         let n = &net.normalization;
         let photo = RgbImage::from_fn(tw as u32, th as u32, |x, y| {
             image::Rgb([0, 1, 2].map(|c| {
@@ -137,7 +177,8 @@ impl Input {
                 (v * 255.0).round().clamp(0.0, 255.0) as u8
             }))
         });
-        Ok(Input { name: path.display().to_string(), photo, tensor: a.to_tensor(&net.device)? })
+        let tensor = a.to_tensor(&net.device)?;
+        Ok(Input { path: path.to_path_buf(), name: path.display().to_string(), photo, tensor })
     }
 }
 
@@ -173,6 +214,10 @@ pub struct Explanation {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub image: String,
+    /// The input's path exactly (its bytes, base64), only where `image` had to replace bytes that are not
+    /// UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<String>,
     pub width: u32,
     pub height: u32,
     pub predictions: Vec<Prediction>,
@@ -186,44 +231,6 @@ pub struct Grid {
     pub class: usize,
     pub methods: Vec<String>,
     pub file: String,
-}
-
-/// Unique output name prefixes within a run: `chelsea`, `chelsea-2`, … never an input's own path.
-#[derive(Default)]
-pub struct Namer {
-    used: HashMap<String, usize>,
-    inputs: HashSet<PathBuf>,
-}
-
-impl Namer {
-    pub fn new(inputs: &[PathBuf]) -> Self {
-        Namer { used: HashMap::new(), inputs: inputs.iter().filter_map(|p| p.canonicalize().ok()).collect() }
-    }
-
-    pub fn prefix(&mut self, name: &str) -> String {
-        let stem =
-            Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-        let stem: String =
-            stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-        let n = self.used.entry(stem.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            stem
-        } else {
-            format!("{stem}-{n}")
-        }
-    }
-
-    /// `path`, or a variant of it that is not one of the inputs.
-    pub fn safe(&self, path: PathBuf) -> PathBuf {
-        let canon =
-            path.parent().and_then(|p| p.canonicalize().ok()).map(|p| p.join(path.file_name().unwrap_or_default()));
-        match canon {
-            Some(c) if self.inputs.contains(&c) => path
-                .with_extension(format!("out.{}", path.extension().map(|e| e.to_string_lossy()).unwrap_or_default())),
-            _ => path,
-        }
-    }
 }
 
 fn resolve_classes(specs: &[ClassSpec], logits: &[f32]) -> Vec<usize> {
@@ -266,8 +273,48 @@ pub fn explain(
     Ok(explain_batch(net, labels, std::slice::from_ref(input), &[prefix.to_string()], opts, namer)?.remove(0))
 }
 
+/// Refuse logits that are not finite (NaN or infinite) with an error naming the first layer whose output is
+/// not, or a model without classes.
+pub fn check_logits(net: &Network, input: &Input, logits: &[f32]) -> Result<()> {
+    if logits.is_empty() {
+        return Err(Error::invalid(format!("{}: the model has no classes", input.name)));
+    }
+    match logits.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(non_finite_logits(net, input, *bad)),
+        None => Ok(()),
+    }
+}
+
+/// An error for `input` whose logits are not finite, naming the first layer whose output is not.
+fn non_finite_logits(net: &Network, input: &Input, bad: f32) -> Error {
+    let at = match net.first_non_finite_stage(&input.tensor) {
+        Ok(Some(layer)) => format!("the first layer whose output is not finite is `{layer}`"),
+        Ok(None) => "every layer's output is finite when it runs alone".to_string(),
+        Err(e) => format!("looking for the first layer that is not finite failed: {e}"),
+    };
+    Error::invalid(format!(
+        "{}: the network's output is not finite (a logit is {bad}); {at}: the weights or the input hold NaN or \
+         infinite values, or values so large that they overflow",
+        input.name
+    ))
+}
+
+fn check_finite(input: &Input, what: &str, data: &[f32]) -> Result<()> {
+    match data.iter().find(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(v) => Err(Error::invalid(format!(
+            "{}: the {what} is not finite (it holds {v}): the activations or gradients there hold NaN or infinite \
+             values, or overflow",
+            input.name
+        ))),
+    }
+}
+
 /// Explain a batch of inputs: they go through the network together, each with its own classes. For every
 /// class slot, one forward and one backward serve all gradient methods; Guided Backprop is one more.
+///
+/// Every image's files are written as a set (see [`crate::output`]) once all of them are made: an error
+/// leaves none of the batch's new files behind. The inputs must have equal tensor sizes.
 pub fn explain_batch(
     net: &Network,
     labels: &Labels,
@@ -276,6 +323,30 @@ pub fn explain_batch(
     opts: &Options,
     namer: &Namer,
 ) -> Result<Vec<Report>> {
+    explain_batch_refs(net, labels, &inputs.iter().collect::<Vec<_>>(), prefixes, opts, namer)
+}
+
+/// [`explain_batch`] over borrowed inputs.
+pub fn explain_batch_refs(
+    net: &Network,
+    labels: &Labels,
+    inputs: &[&Input],
+    prefixes: &[String],
+    opts: &Options,
+    namer: &Namer,
+) -> Result<Vec<Report>> {
+    if inputs.is_empty() || prefixes.len() != inputs.len() {
+        return Err(Error::invalid(format!("{} inputs and {} output prefixes", inputs.len(), prefixes.len())));
+    }
+    if let Some(odd) = inputs.iter().find(|i| i.tensor.dims() != inputs[0].tensor.dims()) {
+        return Err(Error::invalid(format!(
+            "a batch needs inputs of one size: {} is {:?}, {} is {:?}",
+            inputs[0].name,
+            inputs[0].tensor.dims(),
+            odd.name,
+            odd.tensor.dims()
+        )));
+    }
     let ex = Explainer::new(net, &opts.layers)?;
     let x = candle_core::Tensor::cat(&inputs.iter().map(|i| &i.tensor).collect::<Vec<_>>(), 0)?;
     let (n, _, ih, iw) = x.dims4()?;
@@ -286,11 +357,13 @@ pub fn explain_batch(
     let mut reports = vec![];
     for (i, input) in inputs.iter().enumerate() {
         let l = logits.get(i)?.to_vec1::<f32>()?;
+        check_logits(net, input, &l)?;
         classes.push(resolve_classes(&opts.classes, &l));
         let (pw, ph) = input.photo.dimensions();
         let predictions = top_k(&l, opts.top, labels);
         reports.push(Report {
             image: input.name.clone(),
+            image_bytes: crate::naming::lossless_bytes(&input.path),
             width: pw,
             height: ph,
             predictions,
@@ -309,6 +382,8 @@ pub fn explain_batch(
     let cam_methods = cam_names.iter().map(|m| cam::method(m)).collect::<Result<Vec<_>>>()?;
     let cam_refs: Vec<&dyn cam::Method> = cam_methods.iter().map(|m| m.as_ref()).collect();
     let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);
+    let wants_grid = opts.grid && opts.methods.len() > 1;
+    let mut sets: Vec<FileSet> = (0..n).map(|_| FileSet::new()).collect();
     let slots = classes.iter().map(Vec::len).max().unwrap_or(0);
     for slot in 0..slots {
         let sel: Vec<usize> = (0..n).filter(|&i| classes[i].len() > slot).collect();
@@ -328,11 +403,17 @@ pub fn explain_batch(
         };
         let gb = if wants_gb { Some(guided::guided_backprop(net, &xs, &cls, opts.score)?) } else { None };
         for (j, &i) in sel.iter().enumerate() {
+            for (k, name) in cam_names.iter().enumerate() {
+                check_finite(&inputs[i], &format!("{name} map at {}", opts.layers.join(", ")), &maps[k][j].data)?;
+            }
             let map_of = |name: &str| cam_names.iter().position(|m| *m == name).map(|k| maps[k][j].clone());
             let gb_i = match &gb {
                 Some(g) => Some(g.get(j)?.flatten_all()?.to_vec1::<f32>()?),
                 None => None,
             };
+            if let Some(g) = &gb_i {
+                check_finite(&inputs[i], "Guided Backprop gradient", g)?;
+            }
             let mut tiles = vec![];
             for m in &opts.methods {
                 let out = if m == GUIDED_BACKPROP {
@@ -346,14 +427,18 @@ pub fn explain_batch(
                 } else {
                     Output { map: map_of(m), gradient: None }
                 };
-                let (e, tile) = write_outputs(&inputs[i], &prefixes[i], cls[j], m, out, (ih, iw), labels, opts, namer)?;
+                let target = Target { prefix: &prefixes[i], class: cls[j], method: m, tile: wants_grid };
+                let (e, tile) = write_outputs(&mut sets[i], &inputs[i], &target, out, (ih, iw), labels, opts, namer)?;
                 reports[i].explanations.push(e);
-                tiles.push((m.clone(), tile));
+                if let Some(t) = tile {
+                    tiles.push((m.clone(), t));
+                }
             }
-            if opts.grid && tiles.len() > 1 {
+            if wants_grid && !tiles.is_empty() {
                 let cf = if opts.counterfactual { "-counterfactual" } else { "" };
                 let p = namer.safe(opts.out_dir.join(format!("{}.{}.grid{cf}.png", prefixes[i], cls[j])));
-                render::save_png(&render::grid(&tiles, 320), &p)?;
+                let head = grid_header(&reports[i], cls[j], labels);
+                render::save_png_in(&mut sets[i], &render::grid_with_header(&head, &tiles, GRID_TILE_W), &p)?;
                 reports[i].grids.push(Grid {
                     class: cls[j],
                     methods: opts.methods.clone(),
@@ -362,55 +447,89 @@ pub fn explain_batch(
             }
         }
     }
+    // every picture of the batch is made: now put each image's files in place, one set at a time
+    for set in sets {
+        set.commit()?;
+    }
     Ok(reports)
 }
 
-/// Write one method's pictures (and .npy) for one image and class; returns its report entry and the picture
-/// for the comparison grid.
+/// Width of a tile of the comparison grid.
+pub const GRID_TILE_W: u32 = 320;
+
+/// The grid's header: the image's name, the class (index, label) and its probability.
+fn grid_header(report: &Report, class: usize, labels: &Labels) -> String {
+    let name = Path::new(&report.image).file_name().map_or(report.image.clone(), |n| n.to_string_lossy().into_owned());
+    let p = report.predictions.iter().find(|p| p.class == class).map(|p| p.probability);
+    match p {
+        Some(p) => format!("{name}  class {class} ({})  p={p:.3}", labels.get(class)),
+        None => format!("{name}  class {class} ({})", labels.get(class)),
+    }
+}
+
+/// Which files one method's outputs are for.
+struct Target<'a> {
+    prefix: &'a str,
+    class: usize,
+    method: &'a str,
+    /// Also make the picture for the comparison grid.
+    tile: bool,
+}
+
+/// Write one method's pictures (and .npy) for one image and class into `set`; returns its report entry and,
+/// if asked, the picture for the comparison grid (at the grid's tile size).
 #[allow(clippy::too_many_arguments)]
 fn write_outputs(
+    set: &mut FileSet,
     input: &Input,
-    prefix: &str,
-    class: usize,
-    m: &str,
+    t: &Target,
     out: Output,
     (ih, iw): (usize, usize),
     labels: &Labels,
     opts: &Options,
     namer: &Namer,
-) -> Result<(Explanation, RgbImage)> {
+) -> Result<(Explanation, Option<RgbImage>)> {
     let (pw, ph) = input.photo.dimensions();
     let cf = if opts.counterfactual { "-counterfactual" } else { "" };
-    let base = opts.out_dir.join(format!("{prefix}.{class}.{m}{cf}"));
-    let path = |kind: &str| namer.safe(PathBuf::from(format!("{}.{kind}", base.display())));
+    let base = format!("{}.{}.{}{cf}", t.prefix, t.class, t.method);
+    let path = |kind: &str| namer.safe(opts.out_dir.join(format!("{base}.{kind}")));
     let mut files = Files::default();
     let mut tile = None;
+    let tile_h = ((GRID_TILE_W as f64 * ph as f64 / pw.max(1) as f64).round() as u32).max(1);
     if let Some(grad) = &out.gradient {
-        let pic = render::chw_to_image(&guided::normalize_for_display(grad), ih, iw, pw, ph);
+        let shown = guided::normalize_for_display(grad);
         let p = path("gradient.png");
-        render::save_png(&pic, &p)?;
+        render::write_chw_png(set, &shown, ih, iw, pw, ph, &p)?;
         files.gradient = Some(p.display().to_string());
-        tile = Some(pic);
+        if t.tile {
+            tile = Some(render::chw_to_image(&shown, ih, iw, GRID_TILE_W, tile_h));
+        }
     }
     let (mut bbox, mut peak) = (None, None);
     if let Some(map) = &out.map {
-        let full = map.resize(ph as usize, pw as usize);
-        if out.gradient.is_none() {
-            let overlay = render::overlay(&input.photo, &full, opts.colormap, opts.alpha);
-            let o = path("overlay.png");
-            render::save_png(&overlay, &o)?;
-            let h = path("heatmap.png");
-            render::save_png(&render::heatmap(&full, opts.colormap), &h)?;
-            let k = path("mask.png");
-            render::save_png(&render::threshold_view(&input.photo, &full, opts.threshold), &k)?;
+        let pictures = if out.gradient.is_none() {
+            let (o, h, k) = (path("overlay.png"), path("heatmap.png"), path("mask.png"));
+            let style = render::Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold };
             files.overlay = Some(o.display().to_string());
             files.heatmap = Some(h.display().to_string());
             files.mask = Some(k.display().to_string());
-            tile = Some(overlay);
-        }
-        bbox = bounding_box(&full, 0.15);
-        let (py, px) = full.argmax();
-        peak = Some([px, py]);
+            if t.tile {
+                let small = image::imageops::resize(
+                    &input.photo,
+                    GRID_TILE_W,
+                    tile_h,
+                    image::imageops::FilterType::Triangle,
+                );
+                let m = map.resize(tile_h as usize, GRID_TILE_W as usize);
+                tile = Some(render::overlay(&small, &m, opts.colormap, opts.alpha));
+            }
+            Some([o, h, k]).map(|paths| render::MapPictures { paths, style })
+        } else {
+            None
+        };
+        let (b, pk) = render::write_map_pictures(set, &input.photo, map, pictures.as_ref())?;
+        bbox = b;
+        peak = Some([pk.1, pk.0]);
     }
     if opts.save_npy {
         let npy = match (&out.gradient, &out.map) {
@@ -420,19 +539,19 @@ fn write_outputs(
         };
         if let Some(a) = npy {
             let p = path("npy");
-            a.write(&p)?;
+            set.write(&p, &a.to_bytes())?;
             files.npy = Some(p.display().to_string());
         }
     }
     let e = Explanation {
-        class,
-        label: labels.get(class).to_string(),
-        method: m.to_string(),
-        layers: if m == GUIDED_BACKPROP { vec![] } else { opts.layers.clone() },
+        class: t.class,
+        label: labels.get(t.class).to_string(),
+        method: t.method.to_string(),
+        layers: if t.method == GUIDED_BACKPROP { vec![] } else { opts.layers.clone() },
         counterfactual: opts.counterfactual,
         files,
         bbox,
         peak,
     };
-    Ok((e, tile.unwrap_or_else(|| input.photo.clone())))
+    Ok((e, tile))
 }

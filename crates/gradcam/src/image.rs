@@ -195,6 +195,27 @@ pub fn preprocess(img: &RgbImage, size: (usize, usize), norm: &Normalization, de
     to_tensor(&r, norm, dev)
 }
 
+/// Default limit on the decoded size of an image: 400 MB.
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 400_000_000;
+
+/// What an image may cost, checked from its header before decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLimits {
+    pub max_pixels: u64,
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits { max_pixels: DEFAULT_MAX_PIXELS, max_decoded_bytes: DEFAULT_MAX_DECODED_BYTES }
+    }
+}
+
+/// [`load_rgb`] within `limits`.
+pub fn load_rgb_with(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<RgbImage> {
+    load_rgb(path, limits.max_pixels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

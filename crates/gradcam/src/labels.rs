@@ -4,6 +4,9 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// The largest `--labels` file read: 64 MB (a million names of 64 bytes).
+pub const MAX_LABELS_FILE_BYTES: u64 = 64 << 20;
+
 const IMAGENET: &str = include_str!("../data/imagenet_classes.txt");
 
 #[derive(Clone, Debug)]
@@ -14,14 +17,43 @@ impl Labels {
         Labels(IMAGENET.lines().map(str::to_string).collect())
     }
 
+    /// One name per line, line N naming class N − 1. Blank lines at the end are ignored; a blank line before
+    /// the last name is an error (dropping it would shift every later name to the wrong class).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Vec<String> = s.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let len = crate::util::regular_file(path, "a text file of class names")?;
+        if len > MAX_LABELS_FILE_BYTES {
+            return Err(Error::invalid(format!(
+                "{}: {len} bytes is too large for a file of class names (the limit is {MAX_LABELS_FILE_BYTES} bytes)",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let s = String::from_utf8(bytes).map_err(|e| {
+            Error::invalid(format!(
+                "{}: not UTF-8 text (byte {} is not valid); expected one class name per line",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        let s = s.strip_prefix('\u{feff}').unwrap_or(&s);
+        let mut v: Vec<String> = s.lines().map(|l| l.trim().to_string()).collect();
+        while v.last().is_some_and(|l| l.is_empty()) {
+            v.pop();
+        }
         if v.is_empty() {
             return Err(Error::invalid(format!(
                 "{}: no labels in the file (expected one name per line)",
                 path.display()
+            )));
+        }
+        if let Some(i) = v.iter().position(String::is_empty) {
+            return Err(Error::invalid(format!(
+                "{}: line {} is blank; expected one class name per line (line N names class N-1), a blank line \
+                 would leave class {} without a name",
+                path.display(),
+                i + 1,
+                i
             )));
         }
         Ok(Labels(v))
@@ -55,6 +87,9 @@ impl Labels {
     /// A class by index (`285`), exact name, or unambiguous part of a name (case-insensitive).
     pub fn resolve(&self, q: &str) -> Result<usize> {
         let q = q.trim();
+        if q.is_empty() {
+            return Err(Error::invalid("--class: an empty class name; give an index, a label or part of one, or topN"));
+        }
         if let Ok(i) = q.parse::<usize>() {
             if i < self.0.len() {
                 return Ok(i);
@@ -66,8 +101,18 @@ impl Labels {
             )));
         }
         let ql = q.to_lowercase();
-        if let Some(i) = self.0.iter().position(|l| l.to_lowercase() == ql) {
-            return Ok(i);
+        let exact: Vec<usize> = (0..self.0.len()).filter(|&i| self.0[i].to_lowercase() == ql).collect();
+        match exact.len() {
+            0 => {}
+            1 => return Ok(exact[0]),
+            _ => {
+                let c: Vec<String> = exact.iter().take(12).map(|i| i.to_string()).collect();
+                return Err(Error::invalid(format!(
+                    "`{q}` names {} classes ({}): the labels repeat it; give the class index",
+                    exact.len(),
+                    c.join(", ")
+                )));
+            }
         }
         let hits: Vec<usize> = (0..self.0.len()).filter(|&i| self.0[i].to_lowercase().contains(&ql)).collect();
         match hits.len() {
@@ -102,5 +147,35 @@ mod tests {
         let e = l.resolve("cat").unwrap_err().to_string();
         assert!(e.contains("ambiguous") && e.contains("285 (Egyptian cat)"), "{e}");
         assert!(l.resolve("1000").is_err());
+        let e = l.resolve("").unwrap_err().to_string();
+        assert!(e.contains("empty class name"), "{e}");
+        let e = l.resolve("  ").unwrap_err().to_string();
+        assert!(e.contains("empty class name"), "{e}");
+    }
+
+    fn file(tag: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("gradcam-labels-{tag}-{}.txt", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_blank_line_never_shifts_the_names() {
+        let e = Labels::from_file(file("blank", "cat\n\ndog\n")).unwrap_err().to_string();
+        assert!(e.contains("line 2 is blank") && e.contains("class 1"), "{e}");
+        // blank lines at the end, CRLF and a byte-order mark are fine
+        let l = Labels::from_file(file("tail", "\u{feff}cat\r\ndog\r\n\n\n")).unwrap();
+        assert_eq!((l.len(), l.get(0), l.get(1)), (2, "cat", "dog"));
+        let e = Labels::from_file(file("bin", "\u{0}ok\n")).map(|l| l.len());
+        assert_eq!(e.unwrap(), 1);
+    }
+
+    #[test]
+    fn repeated_labels_are_ambiguous_not_the_first() {
+        let l = Labels::from_file(file("dup", "cat\ndog\ncat\n")).unwrap();
+        let e = l.resolve("cat").unwrap_err().to_string();
+        assert!(e.contains("names 2 classes (0, 2)"), "{e}");
+        assert_eq!(l.resolve("2").unwrap(), 2);
+        assert_eq!(l.resolve("dog").unwrap(), 1);
     }
 }

@@ -16,10 +16,13 @@ pub mod explain;
 pub mod image;
 pub mod labels;
 pub mod models;
+pub mod naming;
 pub mod nn;
 pub mod npy;
 pub mod ops;
+pub mod output;
 pub mod render;
+pub mod resources;
 pub mod synthetic;
 pub mod util;
 pub mod weights;
@@ -35,7 +38,14 @@ pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Net
         Some("synthetic") => weights::Weights::Synthetic,
         w => weights::Weights::load(models::zoo::resolve_weights(name, w)?)?,
     };
-    models::zoo::build(name, &w, dev)
+    let net = models::zoo::build(name, &w, dev)?;
+    if net.num_classes == 0 {
+        return Err(Error::invalid(format!(
+            "{}: the classifier has 0 classes (its weight has no rows); expected at least one class",
+            w.describe()
+        )));
+    }
+    Ok(net)
 }
 
 /// Threads the kernels use (rayon's pool: RAYON_NUM_THREADS, default the number of cores).

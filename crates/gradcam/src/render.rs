@@ -1,11 +1,12 @@
 //! Pictures: heat colour maps, the overlay over the photo, the threshold view, gradient images; PNG files
 //! written whole or not at all.
 
-use crate::cam::postprocess::Map;
+use crate::cam::postprocess::{BBox, Map, StreamingBox};
 use crate::colormaps;
 use crate::error::{Error, Result};
+use crate::output::{FileSet, PngRows};
 use image::{Rgb, RgbImage};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Colormap {
@@ -89,9 +90,146 @@ pub fn chw_to_image(x: &[f32], h: usize, w: usize, out_w: u32, out_h: u32) -> Rg
 
 /// Encode a PNG and write it whole or not at all.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::image(path, format!("cannot encode: {e}")))?;
-    crate::util::write_atomic(path, buf.get_ref())
+    let mut set = FileSet::new();
+    save_png_in(&mut set, img, path)?;
+    set.commit()
+}
+
+/// Encode a PNG as a file of `set`.
+pub fn save_png_in(set: &mut FileSet, img: &RgbImage, path: &Path) -> Result<()> {
+    set.create(path, |out| {
+        let mut png = PngRows::new(out, path, img.width(), img.height())?;
+        for row in img.as_raw().chunks_exact(img.width() as usize * 3) {
+            png.row(row)?;
+        }
+        png.finish()
+    })
+}
+
+/// How a map is drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub colormap: Colormap,
+    /// Weight of the heat map in the overlay.
+    pub alpha: f32,
+    /// The threshold view keeps the pixels whose map value exceeds this.
+    pub threshold: f32,
+}
+
+/// The three pictures of a map: overlay, heat map, threshold view (in that order in `paths`).
+pub struct MapPictures {
+    pub paths: [PathBuf; 3],
+    pub style: Style,
+}
+
+/// The map enlarged to the photo's size, row by row: its three pictures (if asked) written into `set` as they
+/// are made, and the paper's box (15% of the maximum) and the (row, column) of the peak, as
+/// [`crate::cam::postprocess::bounding_box`] and [`Map::argmax`] give them on the enlarged map. The enlarged
+/// map and the pictures never exist whole in memory (a 100-megapixel photo would need 1.3 GB for them).
+pub fn write_map_pictures(
+    set: &mut FileSet,
+    photo: &RgbImage,
+    map: &Map,
+    pictures: Option<&MapPictures>,
+) -> Result<(Option<BBox>, (usize, usize))> {
+    let (pw, ph) = (photo.width() as usize, photo.height() as usize);
+    let rows = map.rows(ph, pw);
+    let mut r = vec![0f32; pw];
+    let mut max = f32::NEG_INFINITY;
+    for y in 0..ph {
+        rows.row(y, &mut r);
+        max = r.iter().fold(max, |a, b| a.max(*b));
+    }
+    let mut sb = StreamingBox::new(pw, max, 0.15);
+    let mut line = vec![0u8; pw * 3];
+    let photo_row = |y: usize| &photo.as_raw()[y * pw * 3..(y + 1) * pw * 3];
+    match pictures {
+        None => {
+            for y in 0..ph {
+                rows.row(y, &mut r);
+                sb.push(&r);
+            }
+        }
+        Some(MapPictures { paths: [o, h, k], style }) => {
+            let a = style.alpha.clamp(0.0, 1.0);
+            set.create(o, |out| {
+                let mut png = PngRows::new(out, o, pw as u32, ph as u32)?;
+                for y in 0..ph {
+                    rows.row(y, &mut r);
+                    sb.push(&r);
+                    for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
+                        let heat = style.colormap.color(*v);
+                        for c in 0..3 {
+                            dst[c] = (a * heat[c] as f32 + (1.0 - a) * px[c] as f32).round().clamp(0.0, 255.0) as u8;
+                        }
+                    }
+                    png.row(&line)?;
+                }
+                png.finish()
+            })?;
+            set.create(h, |out| {
+                let mut png = PngRows::new(out, h, pw as u32, ph as u32)?;
+                for y in 0..ph {
+                    rows.row(y, &mut r);
+                    for (v, dst) in r.iter().zip(line.chunks_exact_mut(3)) {
+                        dst.copy_from_slice(&style.colormap.color(*v));
+                    }
+                    png.row(&line)?;
+                }
+                png.finish()
+            })?;
+            set.create(k, |out| {
+                let mut png = PngRows::new(out, k, pw as u32, ph as u32)?;
+                for y in 0..ph {
+                    rows.row(y, &mut r);
+                    for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
+                        if *v > style.threshold {
+                            dst.copy_from_slice(px);
+                        } else {
+                            dst.fill(0);
+                        }
+                    }
+                    png.row(&line)?;
+                }
+                png.finish()
+            })?;
+        }
+    }
+    let peak = sb.argmax();
+    Ok((sb.finish(), peak))
+}
+
+/// A 3×H×W image with values in [0, 1] as an RGB PNG of (out_w, out_h) in `set`, as [`chw_to_image`] draws it,
+/// row by row.
+pub fn write_chw_png(
+    set: &mut FileSet,
+    x: &[f32],
+    h: usize,
+    w: usize,
+    out_w: u32,
+    out_h: u32,
+    path: &Path,
+) -> Result<()> {
+    let chans: Vec<Map> = (0..3).map(|c| Map::new(h, w, x[c * h * w..(c + 1) * h * w].to_vec())).collect();
+    let rows: Vec<_> = chans.iter().map(|m| m.rows(out_h as usize, out_w as usize)).collect();
+    let ow = out_w as usize;
+    let mut r = vec![vec![0f32; ow]; 3];
+    let mut line = vec![0u8; ow * 3];
+    set.create(path, |out| {
+        let mut png = PngRows::new(out, path, out_w, out_h)?;
+        for y in 0..out_h as usize {
+            for c in 0..3 {
+                rows[c].row(y, &mut r[c]);
+            }
+            for (i, dst) in line.chunks_exact_mut(3).enumerate() {
+                for c in 0..3 {
+                    dst[c] = (r[c][i] * 255.0).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            png.row(&line)?;
+        }
+        png.finish()
+    })
 }
 
 /// Draw `text` with the bundled 8×8 bitmap font (font8x8), each font pixel `scale`×`scale`.
@@ -116,6 +254,20 @@ pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, col
         }
         cx += 8 * scale;
     }
+}
+
+/// [`grid`] under a header line (the image, the class, its probability), so that a grid saved alone still
+/// says what it shows.
+pub fn grid_with_header(header: &str, tiles: &[(String, RgbImage)], tile_w: u32) -> RgbImage {
+    let g = grid(tiles, tile_w);
+    let scale = 2;
+    let bar = 8 * scale + 12;
+    let mut out = RgbImage::from_pixel(g.width(), g.height() + bar, Rgb([16, 16, 16]));
+    image::imageops::overlay(&mut out, &g, 0, bar as i64);
+    let max_chars = (g.width().saturating_sub(8) / (8 * scale)) as usize;
+    let text: String = header.chars().take(max_chars).collect();
+    draw_text(&mut out, &text, 6, 6, scale, [255, 255, 255]);
+    out
 }
 
 /// A comparison picture: the tiles (e.g. each method's overlay) side by side, up to 4 a row, each under a bar

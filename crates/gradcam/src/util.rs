@@ -1,6 +1,6 @@
 //! Small helpers: whole-or-nothing file writes, a deterministic pseudo-random sequence.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::path::{Path, PathBuf};
 
 /// A temporary name beside `path` (same folder, so that a rename is atomic).
@@ -16,17 +16,25 @@ fn next_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Write `bytes` to `path` whole or not at all: a temporary file, then a rename.
+/// Write `bytes` to `path` whole or not at all (see [`crate::output`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    crate::output::write_atomic(path, bytes)
+}
+
+/// Check that `path` is a regular file (following links) before reading it as `what`: a folder, a FIFO or a
+/// device (`/dev/zero`) would fail late, block forever or never end. Returns its size in bytes.
+pub fn regular_file(path: &Path, what: &str) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| crate::Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(crate::Error::invalid(format!("{}: is a folder, expected {what}", path.display())));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    if !meta.is_file() {
+        return Err(crate::Error::invalid(format!(
+            "{}: not a regular file (a pipe, socket or device), expected {what}",
+            path.display()
+        )));
+    }
+    Ok(meta.len())
 }
 
 /// `n` deterministic pseudo-random values in [0, 1) from xorshift64 started at `state` (non-zero): bench

