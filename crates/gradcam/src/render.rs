@@ -260,13 +260,20 @@ pub fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, col
 /// says what it shows.
 pub fn grid_with_header(header: &str, tiles: &[(String, RgbImage)], tile_w: u32) -> RgbImage {
     let g = grid(tiles, tile_w);
-    let scale = 2;
-    let bar = 8 * scale + 12;
+    let room = g.width().saturating_sub(12);
+    let n = header.chars().count() as u32;
+    // large letters where the line fits, else small ones on as many lines as it takes
+    let scale = if n * 16 <= room { 2 } else { 1 };
+    let per_line = (room / (8 * scale)).max(1) as usize;
+    let chars: Vec<char> = header.chars().collect();
+    let lines: Vec<String> = chars.chunks(per_line).map(|c| c.iter().collect()).collect();
+    let line_h = 8 * scale + 4;
+    let bar = lines.len() as u32 * line_h + 8;
     let mut out = RgbImage::from_pixel(g.width(), g.height() + bar, Rgb([16, 16, 16]));
     image::imageops::overlay(&mut out, &g, 0, bar as i64);
-    let max_chars = (g.width().saturating_sub(8) / (8 * scale)) as usize;
-    let text: String = header.chars().take(max_chars).collect();
-    draw_text(&mut out, &text, 6, 6, scale, [255, 255, 255]);
+    for (i, l) in lines.iter().enumerate() {
+        draw_text(&mut out, l, 6, 6 + i as u32 * line_h, scale, [255, 255, 255]);
+    }
     out
 }
 

@@ -71,8 +71,10 @@ impl Normalization {
     };
 }
 
-/// [`Network::pass_bytes_estimate`]: bytes of a taped pass with its backward per byte of stage outputs.
-pub const PASS_BYTES_FACTOR: u64 = 12;
+/// [`Network::pass_bytes_estimate`]: bytes of a pass with its backward per byte of stage outputs. Measured with
+/// `gradcam bench --what gradcam,guided-backprop,layercam`: ResNet-50's batch of 8 took 39 MB more than a batch of
+/// 1 (5.6 MB an image, against 26 MB of stage outputs), Lite0's 12 MB more (1.7 MB an image, against 4.2 MB).
+pub const PASS_BYTES_FACTOR: u64 = 2;
 
 /// Output size (pixels per channel) from which [`Network::forward_range`] runs a batch's images together.
 pub const BATCH_FROM: usize = 196;
@@ -301,7 +303,7 @@ impl Network {
     }
 
     /// An upper estimate of the memory a batch of `n` images of `h`×`w` pixels needs in one pass with its
-    /// backward (measured peaks were below a third of it: ResNet-50 and EfficientNet-Lite0, batches 1 to 8).
+    /// backward (see [`PASS_BYTES_FACTOR`]).
     pub fn pass_bytes_estimate(&self, n: usize, h: usize, w: usize) -> Result<u64> {
         Ok(self.activation_bytes(h, w)?.saturating_mul(PASS_BYTES_FACTOR).saturating_mul(n as u64))
     }

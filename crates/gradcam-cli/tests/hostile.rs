@@ -1,0 +1,419 @@
+//! Hostile and careless input through the binary: folders that loop, links planted in the output folder, names
+//! that clash or are too long, batches with one bad input, weights or inputs that are not finite, files that
+//! only look like images, a disk that fills, and the messages all of these give. Every case must end with exit
+//! code 1 (or 0 where nothing is wrong), a message naming the file and what was expected, no panic, and every
+//! good input's results present and distinct.
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    gradcam(args)
+}
+
+fn no_crash(code: i32, err: &str) {
+    assert!(code == 0 || code == 1, "exit code {code}: {err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+}
+
+fn json(stdout: &str, err: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {err}"))
+}
+
+/// Every file named by the report, checked to exist; all distinct.
+fn files_of(v: &serde_json::Value) -> Vec<String> {
+    let mut all = vec![];
+    for r in v["results"].as_array().unwrap() {
+        for e in r["explanations"].as_array().unwrap() {
+            for (_, f) in e["files"].as_object().unwrap() {
+                let f = f.as_str().unwrap().to_string();
+                assert!(Path::new(&f).exists(), "{f}");
+                all.push(f);
+            }
+        }
+        for g in r["grids"].as_array().unwrap() {
+            all.push(g["file"].as_str().unwrap().to_string());
+        }
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "two inputs share a file: {all:?}");
+    all
+}
+
+fn listing(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_links_that_loop_are_walked_once_and_hidden_folders_skipped() {
+    use std::os::unix::fs::symlink;
+    let d = tempdir("loop");
+    let input = d.join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::create_dir_all(input.join(".git")).unwrap();
+    std::fs::copy(example("chelsea.png"), input.join("cat.png")).unwrap();
+    std::fs::copy(example("coffee.png"), input.join("sub/cup.png")).unwrap();
+    std::fs::copy(example("coffee.png"), input.join(".git/hidden.png")).unwrap();
+    symlink(".", input.join("a")).unwrap();
+    symlink(".", input.join("b")).unwrap();
+    symlink("..", input.join("sub/up")).unwrap();
+    let out = d.join("out");
+    let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout, &err);
+    let images: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
+    assert_eq!(images.len(), 2, "each image once: {images:?}");
+    assert!(images.iter().any(|i| i.ends_with("cat.png")) && images.iter().any(|i| i.ends_with("cup.png")));
+    files_of(&v);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_a_device_is_refused_not_read_forever() {
+    let d = tempdir("fifo");
+    let input = d.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(example("chelsea.png"), input.join("cat.png")).unwrap();
+    let fifo = input.join("pipe.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain libc call on a valid C string
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let out = d.join("out");
+    let (code, stdout, err) = run(&["explain", s(&input), "-o", s(&out), "--json"]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    let v = json(&stdout, &err);
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    assert!(err.contains("pipe.png") && err.contains("not a regular file"), "{err}");
+    for args in [
+        vec!["classify", s(&example("chelsea.png")), "--weights", "/dev/zero"],
+        vec!["classify", s(&example("chelsea.png")), "--labels", "/dev/zero"],
+        vec!["classify", "/dev/zero"],
+    ] {
+        let (code, _, err) = run(&args);
+        no_crash(code, &err);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn links_planted_in_the_output_folder_are_replaced_not_followed() {
+    use std::os::unix::fs::symlink;
+    let d = tempdir("plant");
+    let victim = d.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for kind in ["overlay.png", "heatmap.png", "mask.png"] {
+        symlink(&victim, out.join(format!("chelsea.285.gradcam.{kind}"))).unwrap();
+    }
+    // the old temporary names (`.NAME.<pid>.<n>.tmp`), planted for a range of process ids to come
+    let me = std::process::id();
+    for pid in me..me + 64 {
+        for n in 0..3 {
+            let _ = symlink(&victim, out.join(format!(".chelsea.285.gradcam.overlay.png.{pid}.{n}.tmp")));
+        }
+    }
+    let (code, _, err) = run(&["explain", s(&example("chelsea.png")), "-o", s(&out), "--class", "285"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let meta = std::fs::symlink_metadata(out.join("chelsea.285.gradcam.overlay.png")).unwrap();
+    assert!(meta.file_type().is_file(), "the link was replaced by the picture");
+}
+
+#[test]
+fn clashing_names_give_every_input_its_own_files_and_the_same_names_next_time() {
+    let d = tempdir("clash");
+    let input = d.join("in");
+    for sub in ["a", "b", "c"] {
+        std::fs::create_dir_all(input.join(sub)).unwrap();
+    }
+    std::fs::copy(example("chelsea.png"), input.join("a/cat.png")).unwrap();
+    std::fs::copy(example("coffee.png"), input.join("b/cat.png")).unwrap();
+    std::fs::copy(example("astronaut.png"), input.join("c/cat-2.png")).unwrap();
+    std::fs::copy(example("rocket.jpg"), input.join("a/cat.jpg")).unwrap();
+    let out = d.join("out");
+    let go = || {
+        let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json", "--save-npy"]);
+        assert_eq!(code, 0, "{err}");
+        json(&stdout, &err)
+    };
+    let v = go();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    let files = files_of(&v);
+    assert_eq!(files.len(), 16, "4 inputs x (3 pictures + npy)");
+    // each input's own pictures: the overlay has the input's size
+    for r in results {
+        let o = r["explanations"][0]["files"]["overlay"].as_str().unwrap();
+        let dims = image::image_dimensions(o).unwrap();
+        assert_eq!((dims.0 as u64, dims.1 as u64), (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()));
+    }
+    assert_eq!(listing(&out).len(), 16, "nothing overwritten, nothing else: {:?}", listing(&out));
+    // a rerun names everything the same (in place)
+    let again = go();
+    assert_eq!(files_of(&again), files);
+    assert_eq!(listing(&out).len(), 16);
+}
+
+#[test]
+fn a_very_long_name_is_shortened_and_stays_unique() {
+    let d = tempdir("long");
+    let input = d.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let long = "猫".repeat(80); // 240 bytes: with `.285.gradcam.overlay.png` over 255
+    std::fs::copy(example("chelsea.png"), input.join(format!("{long}.png"))).unwrap();
+    std::fs::copy(example("coffee.png"), input.join(format!("{long}.jpg.png"))).unwrap();
+    let out = d.join("out");
+    let (code, stdout, err) = run(&["explain", s(&input), "-o", s(&out), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout, &err);
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    for f in files_of(&v) {
+        assert!(Path::new(&f).file_name().unwrap().len() <= 200, "{f}");
+    }
+}
+
+/// One input of a batch that cannot go with the others (another size, no pixels) fails alone.
+#[test]
+fn a_bad_input_fails_alone_in_a_batch() {
+    let d = tempdir("batchiso");
+    let npy = |name: &str, shape: &[usize]| -> PathBuf {
+        let n: usize = shape.iter().product();
+        let a = gradcam::npy::Array::new(shape.to_vec(), gradcam::util::xorshift_unit(7, n));
+        let p = d.join(name);
+        a.write(&p).unwrap();
+        p
+    };
+    let small = npy("small.npy", &[1, 3, 64, 48]);
+    let empty = npy("empty.npy", &[1, 3, 0, 0]);
+    let out = d.join("out");
+    let (code, stdout, err) = run(&[
+        "explain",
+        s(&example("chelsea.png")),
+        s(&example("coffee.png")),
+        "--input-tensor",
+        s(&small),
+        "--input-tensor",
+        s(&empty),
+        "--batch-size",
+        "4",
+        "-o",
+        s(&out),
+        "--json",
+    ]);
+    no_crash(code, &err);
+    assert_eq!(code, 1, "the empty tensor fails: {err}");
+    let v = json(&stdout, &err);
+    let ok: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
+    assert_eq!(ok.len(), 3, "{ok:?} {err}");
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0]["image"].as_str().unwrap().ends_with("empty.npy"));
+    assert!(errors[0]["error"].as_str().unwrap().contains("no pixels"), "{errors:?}");
+    files_of(&v);
+}
+
+#[test]
+fn tensor_inputs_obey_the_pixel_limit_and_must_be_finite() {
+    let d = tempdir("tensorlimits");
+    let mut data = gradcam::util::xorshift_unit(3, 3 * 32 * 32);
+    data[3 * 32 + 5] = f32::NAN;
+    let p = d.join("nan.npy");
+    gradcam::npy::Array::new(vec![1, 3, 32, 32], data).write(&p).unwrap();
+    let (code, _, err) = run(&["explain", "--input-tensor", s(&p), "-o", s(&d.join("o"))]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    assert!(err.contains("nan.npy") && err.contains("NaN") && err.contains("[0, 0, 3, 5]"), "{err}");
+    let big = d.join("big.npy");
+    gradcam::npy::Array::new(vec![1, 3, 64, 64], vec![0.0; 3 * 64 * 64]).write(&big).unwrap();
+    let (code, _, err) =
+        run(&["explain", "--input-tensor", s(&big), "--max-pixels", "1000", "-o", s(&d.join("o"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("big.npy") && err.contains("--max-pixels"), "{err}");
+}
+
+/// A checkpoint of Lite0's real weights with one tensor changed, as safetensors.
+fn altered_lite0(d: &Path, name: &str, change: impl Fn(&mut std::collections::HashMap<String, candle_core::Tensor>)) -> PathBuf {
+    let c = gradcam::checkpoint::Checkpoint::load(home().join("weights/efficientnet_lite0.pth")).unwrap();
+    let mut t = c.tensors.clone();
+    change(&mut t);
+    let p = d.join(name);
+    gradcam::checkpoint::Checkpoint::save_safetensors(&t, &p).unwrap();
+    p
+}
+
+#[test]
+fn weights_that_are_not_finite_are_refused_naming_the_first_layer() {
+    let d = tempdir("nanw");
+    let w = altered_lite0(&d, "nan.safetensors", |t| {
+        let k = "_blocks.3._depthwise_conv.weight";
+        let v = &t[k];
+        let mut data = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        data[0] = f32::NAN;
+        t.insert(k.into(), candle_core::Tensor::from_vec(data, v.dims(), &candle_core::Device::Cpu).unwrap());
+    });
+    for cmd in ["classify", "explain"] {
+        let (code, stdout, err) =
+            run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
+                [..if cmd == "classify" { 5 } else { 7 }]);
+        no_crash(code, &err);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(err.contains("not finite") && err.contains("`blocks.3`"), "{cmd}: {err}");
+        let v = json(&stdout, &err);
+        assert_eq!(v["results"].as_array().unwrap().len(), 0);
+        assert!(v["errors"][0]["error"].as_str().unwrap().contains("blocks.3"));
+    }
+}
+
+#[test]
+fn a_classifier_without_classes_is_refused() {
+    let d = tempdir("noclass");
+    let w = altered_lite0(&d, "zero.safetensors", |t| {
+        let dev = candle_core::Device::Cpu;
+        t.insert("_fc.weight".into(), candle_core::Tensor::zeros((0, 1280), candle_core::DType::F32, &dev).unwrap());
+        t.insert("_fc.bias".into(), candle_core::Tensor::zeros(0, candle_core::DType::F32, &dev).unwrap());
+    });
+    for cmd in ["classify", "explain"] {
+        let (code, _, err) = run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w)]);
+        no_crash(code, &err);
+        assert_eq!(code, 1, "{cmd}");
+        assert!(err.contains("zero.safetensors") && err.contains("0 classes"), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn labels_with_a_blank_line_or_repeated_names_never_shift_or_pick_silently() {
+    let d = tempdir("labels");
+    let mut names: Vec<String> = (0..1000).map(|i| format!("class{i}")).collect();
+    names[3] = String::new();
+    let blank = d.join("blank.txt");
+    std::fs::write(&blank, names.join("\n")).unwrap();
+    let (code, _, err) = run(&["classify", s(&example("chelsea.png")), "--labels", s(&blank)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("blank.txt") && err.contains("line 4 is blank"), "{err}");
+    names[3] = "class1".into();
+    let dup = d.join("dup.txt");
+    std::fs::write(&dup, names.join("\n") + "\n\n").unwrap();
+    let (code, _, err) =
+        run(&["explain", s(&example("chelsea.png")), "--labels", s(&dup), "--class", "class1", "-o", s(&d)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("names 2 classes (1, 3)"), "{err}");
+}
+
+#[test]
+fn options_out_of_range_are_refused_with_what_was_expected() {
+    let d = tempdir("opts");
+    let img = example("chelsea.png");
+    for (args, want) in [
+        (vec!["--threshold", "NaN"], "--threshold NaN: expected a number in [0, 1]"),
+        (vec!["--threshold", "5"], "--threshold 5: expected"),
+        (vec!["--threshold=-5"], "--threshold -5: expected"),
+        (vec!["--alpha", "2"], "--alpha 2: expected"),
+        (vec!["--class", ""], "empty class name"),
+        (vec!["--batch-size", "0"], "--batch-size 0"),
+    ] {
+        let mut all = vec!["explain", s(&img), "-o", s(&d)];
+        all.extend(args.iter());
+        let (code, _, err) = run(&all);
+        no_crash(code, &err);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let (code, out, err) = run(&["classify", s(&img), "-k", "0"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("-k 0"), "{err}");
+    let (code, _, err) = run(&["bench", "--model", "efficientnet_lite0", "--batch", "100000", "--what", "forward"]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    assert!(err.contains("--batch 100000") && err.contains("GB"), "{err}");
+    let (code, out, _) = run(&["explain", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("scorecam") && out.contains("ablationcam"), "{out}");
+}
+
+#[test]
+fn messages_say_each_cause_once_without_backtraces_and_json_errors_are_json() {
+    let d = tempdir("msgs");
+    // an output "folder" that is a file
+    let file = d.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, stdout, err) = run(&["explain", s(&example("chelsea.png")), "-o", s(&file), "--json"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("(os error").count(), 1, "{err}");
+    let v = json(&stdout, &err);
+    assert!(v["error"].as_str().unwrap().contains("output folder"), "{v}");
+    // a broken safetensors file, whose error comes from candle, under RUST_BACKTRACE=1
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/ckpt.safetensors");
+    let bytes = std::fs::read(fixture).unwrap();
+    let broken = d.join("broken.safetensors");
+    std::fs::write(&broken, &bytes[..bytes.len() - 10]).unwrap();
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["classify", s(&example("chelsea.png")), "--weights", s(&broken), "--json"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("broken.safetensors"), "{err}");
+    assert!(!err.contains("backtrace") && !err.contains("rust_begin_unwind") && err.lines().count() <= 2, "{err}");
+    let v = json(&stdout, &err);
+    assert!(!v["error"].as_str().unwrap().contains('\n'), "{v}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_name_that_is_not_utf8_is_reported_losslessly() {
+    use base64::Engine;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempdir("nonutf8");
+    let raw: &[u8] = b"caf\xe9.png"; // Latin-1 é
+    let p = d.join(std::ffi::OsStr::from_bytes(raw));
+    std::fs::copy(example("chelsea.png"), &p).unwrap();
+    let (code, stdout, err) = run(&["explain", s(&d), "-o", s(&d.join("out")), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout, &err);
+    let r = &v["results"][0];
+    let bytes = base64::engine::general_purpose::STANDARD.decode(r["image_bytes"].as_str().unwrap()).unwrap();
+    assert_eq!(bytes, p.as_os_str().as_bytes());
+    files_of(&v);
+}
+
+/// A disk that fills (here: a file-size limit on the process, which fails large writes as a full disk does):
+/// the image whose pictures cannot all be written leaves none of them, and is reported.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_whose_files_cannot_all_be_written_leaves_none() {
+    use std::os::unix::process::CommandExt;
+    let d = tempdir("full");
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gradcam"));
+    cmd.args(["explain", s(&example("chelsea.png")), s(&example("coffee.png")), "-o", s(&out), "--json"]);
+    // SAFETY: only async-signal-safe calls between fork and exec
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: 100_000, rlim_max: 100_000 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let v = json(&stdout, &err);
+    // both overlays are over 100 kB: both images fail, and leave nothing (no small heat map, no temporary)
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
+    assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
+}
