@@ -344,10 +344,11 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
     for m in &a.method {
         let m = m.trim();
         if m == "all" {
-            for n in gradcam::cam::METHODS.iter().map(|s| s.to_string()).chain([
-                explain::GUIDED_BACKPROP.to_string(),
-                explain::GUIDED_GRADCAM.to_string(),
-            ]) {
+            for n in gradcam::cam::METHODS
+                .iter()
+                .map(|s| s.to_string())
+                .chain([explain::GUIDED_BACKPROP.to_string(), explain::GUIDED_GRADCAM.to_string()])
+            {
                 if !methods.contains(&n) {
                     methods.push(n);
                 }

@@ -235,14 +235,17 @@ fn tensor_inputs_obey_the_pixel_limit_and_must_be_finite() {
     assert!(err.contains("nan.npy") && err.contains("NaN") && err.contains("[0, 0, 3, 5]"), "{err}");
     let big = d.join("big.npy");
     gradcam::npy::Array::new(vec![1, 3, 64, 64], vec![0.0; 3 * 64 * 64]).write(&big).unwrap();
-    let (code, _, err) =
-        run(&["explain", "--input-tensor", s(&big), "--max-pixels", "1000", "-o", s(&d.join("o"))]);
+    let (code, _, err) = run(&["explain", "--input-tensor", s(&big), "--max-pixels", "1000", "-o", s(&d.join("o"))]);
     assert_eq!(code, 1);
     assert!(err.contains("big.npy") && err.contains("--max-pixels"), "{err}");
 }
 
 /// A checkpoint of Lite0's real weights with one tensor changed, as safetensors.
-fn altered_lite0(d: &Path, name: &str, change: impl Fn(&mut std::collections::HashMap<String, candle_core::Tensor>)) -> PathBuf {
+fn altered_lite0(
+    d: &Path,
+    name: &str,
+    change: impl Fn(&mut std::collections::HashMap<String, candle_core::Tensor>),
+) -> PathBuf {
     let c = gradcam::checkpoint::Checkpoint::load(home().join("weights/efficientnet_lite0.pth")).unwrap();
     let mut t = c.tensors.clone();
     change(&mut t);
@@ -416,4 +419,73 @@ fn an_image_whose_files_cannot_all_be_written_leaves_none() {
     // both overlays are over 100 kB: both images fail, and leave nothing (no small heat map, no temporary)
     assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
+}
+
+#[test]
+fn models_does_not_call_a_truncated_or_foreign_checkpoint_usable() {
+    let d = tempdir("models");
+    let w = d.join("home/weights");
+    std::fs::create_dir_all(&w).unwrap();
+    let real = std::fs::read(home().join("weights/efficientnet_lite0.pth")).unwrap();
+    std::fs::write(w.join("efficientnet_lite0.pth"), &real[..real.len() / 2]).unwrap();
+    std::fs::write(w.join("resnet18-f37072fd.pth"), b"not the checkpoint").unwrap();
+    let run_home = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(args)
+            .env("GRADCAM_HOME", d.join("home"))
+            .env("TORCH_HOME", d.join("torch"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run_home(&["models"]);
+    assert_eq!(code, Some(0));
+    for name in ["efficientnet_lite0 ", "resnet18 "] {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(line.contains("unusable") && line.contains("SHA-256"), "{line}");
+    }
+    let (code, _, err) = run_home(&["classify", s(&example("chelsea.png"))]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("SHA-256") && err.contains("fetch it again"), "{err}");
+}
+
+/// A photo at the pixel limit (100 megapixels) goes through `explain` in about a gigabyte: the pictures at the
+/// photo's size are made and written row by row.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_photo_at_the_pixel_limit_stays_within_a_gigabyte() {
+    let d = tempdir("huge");
+    let (w, h) = (10_000u32, 10_000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x / 40) as u8, (y / 40) as u8, ((x + y) / 80) as u8]));
+    let p = d.join("huge.png");
+    img.save(&p).unwrap();
+    drop(img);
+    let out = d.join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["explain", s(&p), "-o", s(&out), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut child = child;
+    let mut stdout = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    // SAFETY: waiting for our own child, whose status nobody else collects
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}: {stdout}");
+    let peak_mb = usage.ru_maxrss as f64 / 1024.0;
+    eprintln!("explain of a {w}x{h} photo: peak resident memory {peak_mb:.0} MB");
+    assert!(peak_mb < 1100.0, "peak resident memory {peak_mb:.0} MB");
+    let v = json(&stdout, "");
+    let o = v["results"][0]["explanations"][0]["files"]["overlay"].as_str().unwrap();
+    assert_eq!(image::image_dimensions(o).unwrap(), (w, h));
 }

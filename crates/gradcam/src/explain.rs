@@ -404,7 +404,7 @@ pub fn explain_batch_refs(
         let gb = if wants_gb { Some(guided::guided_backprop(net, &xs, &cls, opts.score)?) } else { None };
         for (j, &i) in sel.iter().enumerate() {
             for (k, name) in cam_names.iter().enumerate() {
-                check_finite(&inputs[i], &format!("{name} map at {}", opts.layers.join(", ")), &maps[k][j].data)?;
+                check_finite(inputs[i], &format!("{name} map at {}", opts.layers.join(", ")), &maps[k][j].data)?;
             }
             let map_of = |name: &str| cam_names.iter().position(|m| *m == name).map(|k| maps[k][j].clone());
             let gb_i = match &gb {
@@ -412,7 +412,7 @@ pub fn explain_batch_refs(
                 None => None,
             };
             if let Some(g) = &gb_i {
-                check_finite(&inputs[i], "Guided Backprop gradient", g)?;
+                check_finite(inputs[i], "Guided Backprop gradient", g)?;
             }
             let mut tiles = vec![];
             for m in &opts.methods {
@@ -428,7 +428,7 @@ pub fn explain_batch_refs(
                     Output { map: map_of(m), gradient: None }
                 };
                 let target = Target { prefix: &prefixes[i], class: cls[j], method: m, tile: wants_grid };
-                let (e, tile) = write_outputs(&mut sets[i], &inputs[i], &target, out, (ih, iw), labels, opts, namer)?;
+                let (e, tile) = write_outputs(&mut sets[i], inputs[i], &target, out, (ih, iw), labels, opts, namer)?;
                 reports[i].explanations.push(e);
                 if let Some(t) = tile {
                     tiles.push((m.clone(), t));
@@ -514,12 +514,8 @@ fn write_outputs(
             files.heatmap = Some(h.display().to_string());
             files.mask = Some(k.display().to_string());
             if t.tile {
-                let small = image::imageops::resize(
-                    &input.photo,
-                    GRID_TILE_W,
-                    tile_h,
-                    image::imageops::FilterType::Triangle,
-                );
+                let small =
+                    image::imageops::resize(&input.photo, GRID_TILE_W, tile_h, image::imageops::FilterType::Triangle);
                 let m = map.resize(tile_h as usize, GRID_TILE_W as usize);
                 tile = Some(render::overlay(&small, &m, opts.colormap, opts.alpha));
             }

@@ -36,11 +36,8 @@ fn hex_hash(bytes: &[u8], len: usize) -> String {
 /// The file-name-safe stem of an input path, within [`MAX_STEM_BYTES`].
 pub fn stem_of(path: &Path) -> String {
     let raw = path.file_stem().unwrap_or_default();
-    let mut stem: String = raw
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' })
-        .collect();
+    let mut stem: String =
+        raw.to_string_lossy().chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     // no hidden output files, no `..`
     if stem.starts_with('.') {
         stem.replace_range(..1, "_");

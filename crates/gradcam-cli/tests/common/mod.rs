@@ -34,4 +34,3 @@ pub fn tempdir(tag: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
-

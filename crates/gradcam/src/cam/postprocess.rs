@@ -323,7 +323,7 @@ impl StreamingBox {
 
     /// The box of the largest component (ties: the one met first in raster order), as [`bounding_box`].
     pub fn finish(mut self) -> Option<BBox> {
-        if self.threshold.is_nan() || !(self.map_max > 0.0) {
+        if self.threshold.is_nan() || self.map_max.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         let mut best: Option<(usize, usize, BBox)> = None;
@@ -374,7 +374,9 @@ mod tests {
 
     #[test]
     fn rows_equal_resize_bit_for_bit() {
-        for (sh, sw, h, w, seed) in [(7, 7, 300, 451, 1), (7, 7, 7, 7, 2), (14, 9, 5, 3, 3), (1, 1, 4, 6, 4), (7, 7, 1, 1000, 5)] {
+        for (sh, sw, h, w, seed) in
+            [(7, 7, 300, 451, 1), (7, 7, 7, 7, 2), (14, 9, 5, 3, 3), (1, 1, 4, 6, 4), (7, 7, 1, 1000, 5)]
+        {
             let m = pseudo_map(sh, sw, seed);
             let full = m.resize(h, w);
             let rows = m.rows(h, w);

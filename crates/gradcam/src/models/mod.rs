@@ -275,9 +275,8 @@ impl Network {
     /// The name of the first stage whose output on `x` holds a value that is not finite (NaN or infinite),
     /// `input` if `x` itself does, None if none does. Used to explain non-finite logits.
     pub fn first_non_finite_stage(&self, x: &Tensor) -> Result<Option<String>> {
-        let finite = |t: &Tensor| -> Result<bool> {
-            Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite()))
-        };
+        let finite =
+            |t: &Tensor| -> Result<bool> { Ok(t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite())) };
         if !finite(x)? {
             return Ok(Some("input".into()));
         }

