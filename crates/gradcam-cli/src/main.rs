@@ -173,11 +173,13 @@ fn load(m: &ModelArgs) -> Result<(gradcam::Network, Labels)> {
 /// folders (`.git`) skipped. Each real folder is visited once (by device and inode), so links that loop
 /// (`a -> .`) or lead back up (`up -> ..`) neither hang the walk nor explain an image twice. A file that is not
 /// an image is reported as an error, not skipped silently; a folder that cannot be read is reported too.
-/// The same path given twice is explained once.
-fn collect(paths: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+/// The same path given twice is explained once. The folders in `skip` (the output folder: a rerun must not
+/// explain the last run's pictures) are not walked into.
+fn collect(paths: &[PathBuf], recursive: bool, skip: &[&Path]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut out = vec![];
     let mut problems = vec![];
     let mut visited: HashSet<(u64, u64)> = HashSet::new();
+    let skip: HashSet<(u64, u64)> = skip.iter().filter_map(|d| dir_id(d)).collect();
     let mut given: HashSet<PathBuf> = HashSet::new();
     let hidden = |p: &Path| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
     for p in paths {
@@ -213,7 +215,7 @@ fn collect(paths: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<(PathBuf, S
                     continue;
                 }
                 if q.is_dir() {
-                    if recursive {
+                    if recursive && dir_id(&q).is_none_or(|id| !skip.contains(&id)) {
                         stack.push(q);
                     }
                 } else {
@@ -385,7 +387,7 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         grid: !a.no_grid,
     };
     opts.validate(&net)?;
-    let (files, walk_problems) = collect(&a.paths, a.recursive);
+    let (files, walk_problems) = collect(&a.paths, a.recursive, &[a.out.as_path()]);
     let mut tensors: Vec<PathBuf> = vec![];
     for t in &a.input_tensor {
         if !tensors.contains(t) && !files.contains(t) {
@@ -402,6 +404,13 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         net.pass_bytes_estimate(n, ih, iw)?,
         "use a smaller --batch-size",
     )?;
+    if opts.methods.iter().any(|m| m == "scorecam" || m == "ablationcam") {
+        gradcam::resources::check_memory(
+            &format!("--method-batch {}", a.method_batch),
+            net.pass_bytes_estimate(a.method_batch, ih, iw)?,
+            "use a smaller --method-batch",
+        )?;
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
     let jobs: Vec<(PathBuf, bool)> =
         files.iter().map(|f| (f.clone(), false)).chain(tensors.iter().map(|f| (f.clone(), true))).collect();

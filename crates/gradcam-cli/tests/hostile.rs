@@ -489,3 +489,18 @@ fn a_photo_at_the_pixel_limit_stays_within_a_gigabyte() {
     let o = v["results"][0]["explanations"][0]["files"]["overlay"].as_str().unwrap();
     assert_eq!(image::image_dimensions(o).unwrap(), (w, h));
 }
+
+#[test]
+fn an_output_folder_inside_the_input_folder_is_not_explained_again() {
+    let d = tempdir("outinside");
+    let input = d.join("photos");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(example("chelsea.png"), input.join("cat.png")).unwrap();
+    let out = input.join("gradcam-out");
+    for _ in 0..2 {
+        let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1, "{stdout}");
+    }
+    assert_eq!(listing(&out).len(), 3);
+}

@@ -101,7 +101,8 @@ impl Geom {
     /// Output columns `ox` whose input column `ox*sw + kx - left` lies inside the image.
     fn ox_range(&self, kx: usize) -> (usize, usize) {
         let (sw, l) = (self.cfg.stride.1, self.cfg.pad.left);
-        let lo = if kx >= l { 0 } else { (l - kx).div_ceil(sw) };
+        // (no output column at all reads inside the image for this tap when lo reaches wo: an empty range)
+        let lo = if kx >= l { 0 } else { (l - kx).div_ceil(sw) }.min(self.wo);
         // ix = ox*sw + kx - l < w  <=>  ox*sw < w + l - kx
         let lim = self.w + l - kx.min(self.w + l);
         let hi = if lim == 0 { 0 } else { (lim - 1) / sw + 1 }.min(self.wo);
@@ -181,6 +182,7 @@ fn im2col_at(x: &[f32], cg: usize, g: &Geom, col: &mut [f32], rs: usize, off: us
                     let r = &mut row[oy * g.wo..(oy + 1) * g.wo];
                     match g.iy(oy, ky) {
                         None => r.fill(0.0),
+                        Some(_) if lo >= hi => r.fill(0.0),
                         Some(iy) => {
                             r[..lo].fill(0.0);
                             r[hi..].fill(0.0);
@@ -568,6 +570,12 @@ mod tests {
             ((1, 3, 15, 15), (3, 3), ConvConfig::new(2, Pad::same(1), 3)),
             ((1, 4, 13, 13), (4, 5), ConvConfig::tf_same(13, 13, (5, 5), 2, 4)),
             ((1, 3, 11, 11), (3, 5), ConvConfig::new(3, Pad { top: 1, left: 3, bottom: 2, right: 0 }, 3)),
+            // inputs smaller than the kernel's reach (a 1-pixel --input-tensor through a ResNet stem: taps that
+            // read no pixel at all)
+            ((1, 3, 1, 1), (4, 7), ConvConfig::new(2, Pad::same(3), 1)),
+            ((2, 3, 2, 2), (4, 7), ConvConfig::new(2, Pad::same(3), 1)),
+            ((1, 4, 1, 1), (4, 5), ConvConfig::tf_same(1, 1, (5, 5), 2, 4)),
+            ((1, 4, 1, 1), (6, 3), ConvConfig::new(1, Pad::same(1), 1)),
         ]
     }
 
