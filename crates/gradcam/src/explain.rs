@@ -495,7 +495,8 @@ fn write_outputs(
     let path = |kind: &str| namer.safe(opts.out_dir.join(format!("{base}.{kind}")));
     let mut files = Files::default();
     let mut tile = None;
-    let tile_h = ((GRID_TILE_W as f64 * ph as f64 / pw.max(1) as f64).round() as u32).max(1);
+    // a tile keeps the photo's aspect, within 1:4 (a photo a pixel wide would make a tile of millions of rows)
+    let tile_h = ((GRID_TILE_W as f64 * ph as f64 / pw.max(1) as f64).round() as u32).clamp(1, 4 * GRID_TILE_W);
     if let Some(grad) = &out.gradient {
         let shown = guided::normalize_for_display(grad);
         let p = path("gradient.png");

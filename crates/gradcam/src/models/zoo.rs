@@ -22,6 +22,8 @@ pub enum Source {
     /// A PyPI package whose wheel carries the checkpoint, with the checkpoint's SHA-256 where it is known (the
     /// package of that version always carries the same file).
     PyPi { package: &'static str, version: &'static str, sha256: Option<&'static str> },
+    /// No published weights that gradcam can get: the architecture only (`--weights FILE` or `synthetic`).
+    ArchitectureOnly,
 }
 
 #[derive(Clone, Debug)]
@@ -63,13 +65,13 @@ pub const MODELS: &[ModelSpec] = &[
     },
     ModelSpec {
         name: "efficientnet_lite3",
-        source: Source::PyPi { package: "efficientnet-lite3-pytorch-model", version: "0.1.0", sha256: None },
-        description: "EfficientNet-Lite3, 280x280",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-Lite3, 280x280 (architecture only)",
     },
     ModelSpec {
         name: "efficientnet_lite4",
-        source: Source::PyPi { package: "efficientnet-lite4-pytorch-model", version: "0.1.0", sha256: None },
-        description: "EfficientNet-Lite4, 300x300",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-Lite4, 300x300 (architecture only)",
     },
     ModelSpec {
         name: "resnet18",
@@ -135,7 +137,7 @@ pub fn cached_weights_path(spec: &ModelSpec) -> PathBuf {
     let dir = home().join("weights");
     match &spec.source {
         Source::Torchvision { file, .. } => dir.join(file),
-        Source::PyPi { .. } => dir.join(format!("{}.pth", spec.name)),
+        Source::PyPi { .. } | Source::ArchitectureOnly => dir.join(format!("{}.pth", spec.name)),
     }
 }
 
@@ -159,7 +161,7 @@ pub fn local_weights(spec: &ModelSpec) -> Option<PathBuf> {
     let mine = cached_weights_path(spec);
     let torch = match &spec.source {
         Source::Torchvision { file, .. } => torch_checkpoints_dir().map(|d| d.join(file)),
-        Source::PyPi { .. } => None,
+        Source::PyPi { .. } | Source::ArchitectureOnly => None,
     };
     std::iter::once(mine).chain(torch).find(|p| p.exists())
 }
@@ -174,7 +176,7 @@ pub fn check_local(spec: &ModelSpec, path: &Path) -> Result<()> {
     match &spec.source {
         Source::Torchvision { sha256_prefix, .. } => check_sha256_prefix(path, sha256_prefix),
         Source::PyPi { sha256: Some(h), .. } => check_sha256_prefix(path, h),
-        Source::PyPi { sha256: None, .. } => Ok(()),
+        Source::PyPi { sha256: None, .. } | Source::ArchitectureOnly => Ok(()),
     }
 }
 
@@ -217,13 +219,17 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
                 let torch = torch_checkpoints_dir().map(|d| d.join(file));
                 let torch = torch.map(|t| format!(" nor in torch's cache ({})", t.display())).unwrap_or_default();
                 Err(Error::invalid(format!(
-                    "the weights of {model} are torchvision's checkpoint {file}, which no PyPI package carries, and \
-                     gradcam downloads nothing; it is neither in gradcam's cache ({}){torch}. Put the file there (a \
-                     machine with torchvision has it after `torchvision.models.{model}(weights=\"IMAGENET1K_V1\")`), \
-                     or pass --weights FILE",
+                    "the weights of {model} are torchvision's checkpoint {file}; it is neither in gradcam's cache \
+                     ({}){torch}. Copy the file there (torchvision saves it in torch's cache on \
+                     `torchvision.models.{model}(weights=\"IMAGENET1K_V1\")`), or pass --weights FILE",
                     mine.display()
                 )))
             }
+            Source::ArchitectureOnly => Err(Error::invalid(format!(
+                "{model} comes without weights: no published ImageNet checkpoint of it can be fetched here. Pass \
+                 --weights FILE (a checkpoint with efficientnet-lite-pytorch's tensor names, e.g. one you trained) \
+                 or --weights synthetic"
+            ))),
         },
     }
 }
