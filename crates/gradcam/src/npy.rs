@@ -19,56 +19,83 @@ impl Array {
     /// Read a little-endian float32 (or float64, converted) C-order array.
     pub fn read(path: impl AsRef<Path>) -> Result<Array> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::checkpoint::read_regular_file(path)?;
         Self::parse(&bytes).map_err(|m| Error::invalid(format!("{}: not a supported .npy file: {m}", path.display())))
     }
 
+    /// Parse `.npy` bytes. Nothing in them is trusted: the header length, the shape and the element count are
+    /// checked (no overflow) against the bytes present, and the data must be exactly what the shape needs.
     pub fn parse(b: &[u8]) -> std::result::Result<Array, String> {
-        if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        if !b.starts_with(b"\x93NUMPY") {
             return Err("missing the \\x93NUMPY magic".into());
         }
-        let (hlen, start) = match b[6] {
-            1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-            2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-            v => return Err(format!("unsupported version {v}")),
+        let (hlen, start): (usize, usize) = match (b.get(6).copied(), b.get(8..10), b.get(8..12)) {
+            (Some(1), Some(n), _) => (u16::from_le_bytes([n[0], n[1]]) as usize, 10),
+            (Some(2 | 3), _, Some(n)) => (u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize, 12),
+            (Some(v @ 1..=3), _, _) => {
+                return Err(format!("{} bytes, too short for the preamble of a version {v} file", b.len()))
+            }
+            (Some(v), _, _) => return Err(format!("unsupported version {v} (expected 1, 2 or 3)")),
+            (None, _, _) => return Err(format!("{} bytes, too short for a .npy file", b.len())),
         };
-        let header = std::str::from_utf8(b.get(start..start + hlen).ok_or("truncated header")?)
-            .map_err(|_| "header is not text")?;
+        let end = start.checked_add(hlen).filter(|&e| e <= b.len()).ok_or_else(|| {
+            format!(
+                "the header announces {hlen} bytes, the file has {} after the preamble (truncated?)",
+                b.len() - start
+            )
+        })?;
+        let header = std::str::from_utf8(&b[start..end]).map_err(|_| "the header is not text")?;
+        // The value after `'key':`, up to the end of the header.
         let field = |key: &str| -> Option<&str> {
             let i = header.find(&format!("'{key}'"))? + key.len() + 2;
-            Some(header[i..].trim_start_matches([':', ' ']))
+            Some(header.get(i..)?.trim_start_matches([':', ' ']))
         };
-        let descr = field("descr").ok_or("no descr")?;
+        let clip = |s: &str| s.chars().take_while(|&c| c != ',' && c != '}').take(20).collect::<String>();
+        let descr = field("descr").ok_or("the header has no 'descr'")?;
         let elem = if descr.starts_with("'<f4'") {
             4
         } else if descr.starts_with("'<f8'") {
             8
         } else {
-            return Err(format!(
-                "dtype {} (expected '<f4' or '<f8')",
-                &descr[..descr.find(',').unwrap_or(descr.len())]
-            ));
+            return Err(format!("dtype {} (expected '<f4' or '<f8')", clip(descr)));
         };
         if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
             return Err("Fortran order is not supported".into());
         }
-        let shape_s = field("shape").ok_or("no shape")?;
-        let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
-        let shape: Vec<usize> = shape_s
+        let shape_s = field("shape").ok_or("the header has no 'shape'")?;
+        let inner = shape_s
+            .strip_prefix('(')
+            .and_then(|s| s.find(')').map(|i| &s[..i]))
+            .ok_or_else(|| format!("shape {} (expected a tuple such as (3, 224, 224))", clip(shape_s)))?;
+        let shape: Vec<usize> = inner
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension {s}")))
+            .map(|s| s.parse::<usize>().map_err(|_| format!("dimension {} (expected a count)", clip(s))))
             .collect::<std::result::Result<_, _>>()?;
-        let n: usize = shape.iter().product();
-        let body = &b[start + hlen..];
-        if body.len() < n * elem {
-            return Err(format!("{} data bytes for {n} elements (truncated?)", body.len()));
+        // The non-zero sizes must multiply without overflow too (candle makes strides from them).
+        shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("shape {shape:?}: the element count overflows"))?;
+        let n = shape.iter().product::<usize>();
+        let body = &b[end..];
+        let need = n.checked_mul(elem).ok_or_else(|| format!("shape {shape:?}: the byte count overflows"))?;
+        if body.len() != need {
+            return Err(format!(
+                "{} data bytes, the shape {shape:?} of {elem}-byte elements needs {need}{}",
+                body.len(),
+                if body.len() < need { " (truncated?)" } else { "" }
+            ));
         }
+        // n elements of `elem` bytes are present: the allocation is bounded by the file.
         let data = if elem == 4 {
-            body[..n * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         } else {
-            body[..n * 8].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+            body.chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect()
         };
         Ok(Array { shape, data })
     }

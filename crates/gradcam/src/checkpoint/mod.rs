@@ -1,8 +1,14 @@
 //! Checkpoints read natively: safetensors, PyTorch's zip format (`torch.save` since 1.6) and PyTorch's legacy
 //! format (a stream of pickles followed by raw storages), with tensors of any strides. Every tensor comes out
 //! as a contiguous f32 tensor on the CPU; integer tensors such as `num_batches_tracked` are converted too.
+//!
+//! Files are not trusted: every size, offset and stride read from one is checked (checked arithmetic, views
+//! within their storages, no more elements than the storage holds), nothing is inflated beyond what the tensors
+//! need, pickles are dry-run before candle's pickle VM unpacks them (`scan`), and every allocation is bounded by
+//! a small multiple of the bytes the file holds. A hostile file gives an error, never a panic, an abort or a hang.
 
 mod pth;
+mod scan;
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -44,7 +50,13 @@ impl Checkpoint {
     /// Load every tensor of a checkpoint file.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_regular_file(path)?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Load every tensor of a checkpoint held in memory; `path` names it in errors (and in `Checkpoint::path`).
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Checkpoint> {
+        let path = path.as_ref();
         if bytes.is_empty() {
             return Err(Error::checkpoint(path, "the file is empty (0 bytes), expected a checkpoint"));
         }
@@ -55,13 +67,26 @@ impl Checkpoint {
             )
         })?;
         let tensors = match format {
-            Format::Safetensors => candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-                .map_err(|e| Error::checkpoint(path, format!("bad safetensors file: {e}")))?
-                .into_iter()
-                .map(|(k, v)| Ok((k, v.to_dtype(candle_core::DType::F32)?)))
-                .collect::<Result<HashMap<_, _>>>()?,
-            Format::TorchZip => pth::load_zip(&bytes).map_err(|m| Error::checkpoint(path, m))?,
-            Format::TorchLegacy => pth::load_legacy(&bytes).map_err(|m| Error::checkpoint(path, m))?,
+            Format::Safetensors => {
+                check_safetensors_shapes(bytes).map_err(|m| Error::checkpoint(path, m))?;
+                candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+                    .map_err(|e| Error::checkpoint(path, format!("bad safetensors file: {}", candle_message(&e))))?
+                    .into_iter()
+                    .map(|(k, v)| match v.to_dtype(candle_core::DType::F32) {
+                        Ok(t) => Ok((k, t)),
+                        Err(e) => Err(Error::checkpoint(
+                            path,
+                            format!(
+                                "tensor `{k}` of dtype {:?} cannot be converted to f32: {}",
+                                v.dtype(),
+                                candle_message(&e)
+                            ),
+                        )),
+                    })
+                    .collect::<Result<HashMap<_, _>>>()?
+            }
+            Format::TorchZip => pth::load_zip(bytes).map_err(|m| Error::checkpoint(path, m))?,
+            Format::TorchLegacy => pth::load_legacy(bytes).map_err(|m| Error::checkpoint(path, m))?,
         };
         let tensors = unwrap_prefix(tensors);
         if tensors.is_empty() {
@@ -77,6 +102,68 @@ impl Checkpoint {
         candle_core::safetensors::save(tensors, &tmp)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
+}
+
+/// Refuse a safetensors shape whose sizes multiply past `usize` even though it holds no element, such as
+/// [0, 2, 2^64-1]: the safetensors crate accepts it, candle multiplies the sizes to make strides and overflows (a
+/// panic with overflow checks). Headers that do not parse are left to the safetensors crate to report.
+fn check_safetensors_shapes(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some(header) = bytes
+        .get(..8)
+        .and_then(|n| usize::try_from(u64::from_le_bytes(n.try_into().ok()?)).ok())
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    // typed (8 bytes a size, for at least 2 bytes of JSON), not a serde_json::Value (32 bytes a size)
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(default)]
+        shape: Vec<u64>,
+    }
+    let Ok(entries) = serde_json::from_slice::<HashMap<String, Info>>(header) else {
+        return Ok(());
+    };
+    for (name, Info { shape: dims }) in &entries {
+        let fits = dims
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)));
+        if fits.is_none() {
+            return Err(format!(
+                "tensor `{name}`: shape {dims:?}, its sizes multiply past 2^64 (expected a real shape)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A candle error's message without the backtrace candle attaches when RUST_BACKTRACE is set (resolving it
+/// takes about 100 MB and prints pages of frames).
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        candle_core::Error::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string(),
+    }
+}
+
+/// The bytes of a file, refusing what is not a file (a directory, a device such as /dev/zero that never ends).
+/// Pipes are read to their end.
+pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let t = meta.file_type();
+    #[cfg(unix)]
+    let pipe = std::os::unix::fs::FileTypeExt::is_fifo(&t);
+    #[cfg(not(unix))]
+    let pipe = false;
+    if !t.is_file() && !pipe {
+        let what = if t.is_dir() { "a directory" } else { "a device or special file" };
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("is {what}, expected a file"));
+        return Err(Error::io(path, e));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// `module.` (DataParallel) is stripped when every name has it.
