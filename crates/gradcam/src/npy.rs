@@ -19,7 +19,13 @@ impl Array {
     /// Read a little-endian float32 (or float64, converted) C-order array.
     pub fn read(path: impl AsRef<Path>) -> Result<Array> {
         let path = path.as_ref();
-        let bytes = crate::checkpoint::read_regular_file(path)?;
+        let bytes = crate::checkpoint::read_regular_file(path, |head| {
+            if head.starts_with(b"\x93NUMPY") {
+                Ok(())
+            } else {
+                Err("not a supported .npy file: missing the \\x93NUMPY magic".into())
+            }
+        })?;
         Self::parse(&bytes).map_err(|m| Error::invalid(format!("{}: not a supported .npy file: {m}", path.display())))
     }
 

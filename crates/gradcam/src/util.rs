@@ -1,20 +1,7 @@
 //! Small helpers: whole-or-nothing file writes, a deterministic pseudo-random sequence.
 
 use crate::error::Result;
-use std::path::{Path, PathBuf};
-
-/// A temporary name beside `path` (same folder, so that a rename is atomic).
-pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let unique = format!(".{name}.{}.{}.tmp", std::process::id(), next_id());
-    path.with_file_name(unique)
-}
-
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
+use std::path::Path;
 
 /// Write `bytes` to `path` whole or not at all (see [`crate::output`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -321,11 +321,10 @@ fn fake_zip_end_records_cannot_make_reading_quadratic() {
     let second = b.len() - 22 - (46 + "archive/data/0".len());
     assert_eq!(&b[second..second + 4], b"PK\x01\x02");
     b[second] = b'X';
-    let start = std::time::Instant::now();
     let (r, peak) = measured(|| Checkpoint::from_bytes("fake_ends.pth", &b));
     let e = r.unwrap_err().to_string();
+    // the reading budget (not the clock) is what ended it: the bound on the work is deterministic
     assert!(e.contains("read 4 times the file's size"), "{e}");
-    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
     assert!(peak <= allowed(b.len()), "peak {peak} for {} bytes", b.len());
 }
 

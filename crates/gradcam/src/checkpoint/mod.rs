@@ -46,11 +46,22 @@ impl Format {
     }
 }
 
+const NOT_A_CHECKPOINT: &str =
+    "not a checkpoint: expected safetensors, a PyTorch zip file (torch.save) or a legacy PyTorch file";
+
 impl Checkpoint {
     /// Load every tensor of a checkpoint file.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
-        let bytes = read_regular_file(path)?;
+        let bytes = read_regular_file(path, |head| {
+            if head.is_empty() {
+                Err("the file is empty (0 bytes), expected a checkpoint".into())
+            } else if Format::sniff(&head[..head.len().min(16)]).is_none() {
+                Err(NOT_A_CHECKPOINT.into())
+            } else {
+                Ok(())
+            }
+        })?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -60,12 +71,8 @@ impl Checkpoint {
         if bytes.is_empty() {
             return Err(Error::checkpoint(path, "the file is empty (0 bytes), expected a checkpoint"));
         }
-        let format = Format::sniff(&bytes[..bytes.len().min(16)]).ok_or_else(|| {
-            Error::checkpoint(
-                path,
-                "not a checkpoint: expected safetensors, a PyTorch zip file (torch.save) or a legacy PyTorch file",
-            )
-        })?;
+        let format =
+            Format::sniff(&bytes[..bytes.len().min(16)]).ok_or_else(|| Error::checkpoint(path, NOT_A_CHECKPOINT))?;
         let tensors = match format {
             Format::Safetensors => {
                 check_safetensors_shapes(bytes).map_err(|m| Error::checkpoint(path, m))?;
@@ -95,12 +102,12 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.to_path_buf(), tensors })
     }
 
-    /// Save as safetensors (written to a temporary name, then renamed).
+    /// Save as safetensors, whole or not at all (see [`crate::output`]).
     pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tmp = crate::util::temp_sibling(path);
-        candle_core::safetensors::save(tensors, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let bytes = safetensors::tensor::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+            .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
+        crate::util::write_atomic(path, &bytes)
     }
 }
 
@@ -149,9 +156,14 @@ pub(crate) fn candle_message(e: &candle_core::Error) -> String {
     }
 }
 
-/// The bytes of a file, refusing what is not a file (a directory, a device such as /dev/zero that never ends).
-/// Pipes are read to their end.
-pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+/// Read a file whole, after `check_head` has accepted its first bytes (up to 64): a file that is not what it
+/// should be is refused without reading the rest. Folders and devices (`/dev/zero` never ends) are refused,
+/// pipes read to their end; a file larger than the memory available is refused before it is read.
+pub(crate) fn read_regular_file(
+    path: &Path,
+    check_head: impl FnOnce(&[u8]) -> std::result::Result<(), String>,
+) -> Result<Vec<u8>> {
+    use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let t = meta.file_type();
     #[cfg(unix)]
@@ -163,7 +175,25 @@ pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
         let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("is {what}, expected a file"));
         return Err(Error::io(path, e));
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = Vec::with_capacity(64);
+    (&mut f).take(64).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+    check_head(&head).map_err(|m| Error::invalid(format!("{}: {m}", path.display())))?;
+    let budget = crate::resources::available_memory().unwrap_or(u64::MAX);
+    if t.is_file() {
+        crate::resources::check_memory(
+            &format!("{}: reading its {} bytes", path.display(), meta.len()),
+            meta.len(),
+            "is it the right file?",
+        )?;
+    }
+    let mut bytes = head;
+    if t.is_file() {
+        bytes.reserve(usize::try_from(meta.len()).unwrap_or(0).saturating_sub(bytes.len()));
+    }
+    // a pipe (or a file that grows) is read no further than the memory available
+    f.take(budget).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// `module.` (DataParallel) is stripped when every name has it.
