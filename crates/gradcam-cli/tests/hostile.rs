@@ -504,3 +504,38 @@ fn an_output_folder_inside_the_input_folder_is_not_explained_again() {
     }
     assert_eq!(listing(&out).len(), 3);
 }
+
+/// Within the pixel limit but absurdly long: refused from the header (resizing and drawing a 50,000,000×2 image
+/// would take buffers of gigabytes), as is a tensor of that shape.
+#[test]
+fn an_image_or_tensor_with_a_side_over_65535_pixels_is_refused() {
+    let d = tempdir("side");
+    let mut paths = vec![];
+    for (w, h) in [(70_000u32, 2u32), (2, 70_000)] {
+        let p = d.join(format!("{w}x{h}.png"));
+        let mut set = gradcam::output::FileSet::new();
+        set.create(&p, |f| {
+            let mut png = gradcam::output::PngRows::new(f, &p, w, h)?;
+            for _ in 0..h {
+                png.row(&vec![90u8; w as usize * 3])?;
+            }
+            png.finish()
+        })
+        .unwrap();
+        set.commit().unwrap();
+        paths.push(p);
+    }
+    let t = d.join("long.npy");
+    gradcam::npy::Array::new(vec![1, 3, 1, 70_000], vec![0.0; 3 * 70_000]).write(&t).unwrap();
+    let out = d.join("out");
+    let (code, stdout, err) =
+        run(&["explain", s(&paths[0]), s(&paths[1]), "--input-tensor", s(&t), "-o", s(&out), "--json"]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    let v = json(&stdout, &err);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{v}");
+    for e in errors {
+        assert!(e["error"].as_str().unwrap().contains("longer than 65535"), "{e}");
+    }
+}

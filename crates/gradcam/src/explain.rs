@@ -156,7 +156,14 @@ impl Input {
             )));
         }
         let pixels = th as u64 * tw as u64;
-        if pixels > max_pixels || th > u32::MAX as usize || tw > u32::MAX as usize {
+        let side = crate::image::MAX_SIDE as usize;
+        if th > side || tw > side {
+            return Err(Error::invalid(format!(
+                "{}: tensor of {th}x{tw} pixels: a side longer than {side} pixels is not supported",
+                path.display()
+            )));
+        }
+        if pixels > max_pixels {
             return Err(Error::invalid(format!(
                 "{}: tensor of {th}x{tw} pixels is over the limit of {max_pixels} pixels (raise it with --max-pixels)",
                 path.display()

@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 /// Default limit on the memory a decode takes: 400 MB.
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 400_000_000;
 
+/// The longest side an image may have, whatever its pixel count: 65,535 (JPEG's and WebP's own bound is at most
+/// this). An image of 50,000,000×2 pixels is within the pixel limit, but resizing and drawing it would need
+/// buffers of one side times the other side's target size (gigabytes), and it is no photo.
+pub const MAX_SIDE: u32 = 65_535;
+
 /// What decoding one image may take, checked from the file's header before a pixel is decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageLimits {
@@ -147,6 +152,12 @@ impl Budget<'_> {
         }
         if pixels == 0 {
             return Err(Error::image(self.path, format!("the image is {w}x{h}")));
+        }
+        if w.max(h) > MAX_SIDE as u64 {
+            return Err(Error::image(
+                self.path,
+                format!("{w}x{h}: a side longer than {MAX_SIDE} pixels is not supported (the largest a JPEG can be)"),
+            ));
         }
         Ok(())
     }
