@@ -180,11 +180,13 @@ fn collect(paths: &[PathBuf], recursive: bool, skip: &[&Path]) -> (Vec<PathBuf>,
     let mut problems = vec![];
     let mut visited: HashSet<(u64, u64)> = HashSet::new();
     let skip: HashSet<(u64, u64)> = skip.iter().filter_map(|d| dir_id(d)).collect();
+    // one file however it is spelled (`cat.png`, `./cat.png`, an absolute path)
     let mut given: HashSet<PathBuf> = HashSet::new();
+    let mut first = |p: &Path| given.insert(p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
     let hidden = |p: &Path| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
     for p in paths {
         if !p.is_dir() {
-            if given.insert(p.clone()) {
+            if first(p) {
                 out.push(p.clone());
             }
             continue;
@@ -192,10 +194,13 @@ fn collect(paths: &[PathBuf], recursive: bool, skip: &[&Path]) -> (Vec<PathBuf>,
         let mut stack = vec![p.clone()];
         let mut found = vec![];
         while let Some(d) = stack.pop() {
-            match dir_id(&d) {
+            let id = dir_id(&d);
+            match id {
                 Some(id) if !visited.insert(id) => continue,
                 _ => {}
             }
+            // in the output folder (given as an input), the pictures of an earlier run are not inputs
+            let in_out = id.is_some_and(|id| skip.contains(&id));
             let rd = match std::fs::read_dir(&d) {
                 Ok(rd) => rd,
                 Err(e) => {
@@ -211,7 +216,7 @@ fn collect(paths: &[PathBuf], recursive: bool, skip: &[&Path]) -> (Vec<PathBuf>,
                         break;
                     }
                 };
-                if hidden(&q) {
+                if hidden(&q) || (in_out && q.file_name().is_some_and(|n| is_gradcam_output(&n.to_string_lossy()))) {
                     continue;
                 }
                 if q.is_dir() {
@@ -225,12 +230,34 @@ fn collect(paths: &[PathBuf], recursive: bool, skip: &[&Path]) -> (Vec<PathBuf>,
         }
         found.sort();
         for f in found {
-            if given.insert(f.clone()) {
+            if first(&f) {
                 out.push(f);
             }
         }
     }
     (out, problems)
+}
+
+/// Whether a file name is one gradcam writes: `P.<class>.<method>.{overlay,heatmap,mask,gradient}.png`,
+/// `P.<class>.<method>.npy`, `P.<class>.grid[-counterfactual].png`.
+fn is_gradcam_output(name: &str) -> bool {
+    let s: Vec<&str> = name.split('.').collect();
+    let class_at = |i: usize| s.len() > i && s[s.len() - 1 - i].chars().all(|c| c.is_ascii_digit());
+    match s.as_slice() {
+        [.., kind, "png"] if ["overlay", "heatmap", "mask", "gradient"].contains(kind) => s.len() >= 5 && class_at(3),
+        [.., grid, "png"] if *grid == "grid" || *grid == "grid-counterfactual" => s.len() >= 4 && class_at(2),
+        [.., "npy"] => s.len() >= 4 && class_at(2),
+        _ => false,
+    }
+}
+
+/// Text for a terminal: control characters (a newline or an escape sequence in a file name or a label) shown
+/// escaped, so that no name can forge a line or drive the terminal.
+fn shown(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// A folder's identity: (device, inode) where the platform has them.
@@ -281,6 +308,9 @@ fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
             if k == 0 {
                 bail!("--class {s}: N must be at least 1");
             }
+            if k > labels.len() {
+                bail!("--class {s}: the model has {} classes; expected top1 .. top{}", labels.len(), labels.len());
+            }
             out.push(ClassSpec::Top(k));
         } else {
             out.push(ClassSpec::Index(labels.resolve(s)?));
@@ -300,6 +330,7 @@ struct Progress {
 
 impl Progress {
     fn say(&self, line: String, err: bool) {
+        let line = shown(&line);
         match &self.bar {
             Some(b) => b.println(line),
             None if err => eprintln!("{line}"),
@@ -527,7 +558,8 @@ fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Re
     let mut results = vec![];
     let mut errors = vec![];
     let mut seen = HashSet::new();
-    for path in images.iter().filter(|p| seen.insert(p.to_path_buf())) {
+    // one file however it is spelled
+    for path in images.iter().filter(|p| seen.insert(p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))) {
         let r = guarded(|| -> gradcam::Result<Vec<gradcam::classify::Prediction>> {
             let input = Input::from_image(path, &net, &limits)?;
             let logits = net.forward(&input.tensor)?.flatten_all()?.to_vec1::<f32>()?;
@@ -537,9 +569,10 @@ fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Re
         match r {
             Ok(p) => {
                 if !json {
-                    println!("{}", path.display());
+                    println!("{}", shown(&path.display().to_string()));
                     for q in &p {
-                        println!("  {:>4}  {:<30} logit {:>8.4}  p {:.4}", q.class, q.label, q.logit, q.probability);
+                        let label = shown(&q.label);
+                        println!("  {:>4}  {:<30} logit {:>8.4}  p {:.4}", q.class, label, q.logit, q.probability);
                     }
                 }
                 let mut v = serde_json::json!({"image": path.display().to_string(), "predictions": p});
@@ -551,9 +584,9 @@ fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Re
             Err(e) => {
                 let msg = e.to_string();
                 if msg.contains(&path.display().to_string()) {
-                    eprintln!("error: {msg}");
+                    eprintln!("error: {}", shown(&msg));
                 } else {
-                    eprintln!("error: {}: {msg}", path.display());
+                    eprintln!("error: {}", shown(&format!("{}: {msg}", path.display())));
                 }
                 errors.push(error_entry(path, &msg));
             }
@@ -592,8 +625,8 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
     if let Some(b) = batches.iter().find(|b| **b == 0) {
         bail!("--batch {b}: expected at least 1");
     }
-    if reps == 0 {
-        bail!("--reps 0: expected at least 1");
+    if reps == 0 || reps > 10_000 {
+        bail!("--reps {reps}: expected 1 to 10000");
     }
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
@@ -709,6 +742,9 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of a signal, before any other thread exists
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // a file-size limit (`ulimit -f`) fails the write that crosses it (EFBIG, reported per image) instead
+        // of killing the process without a word
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     // candle's element-wise ops (the gradient sums of its backward pass among them) run on a pool of spinning
     // threads of their own, which competes with the kernels' rayon threads for the cores: measured, Guided
@@ -751,7 +787,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let text = error_text(&e);
-            eprintln!("error: {text}");
+            eprintln!("error: {}", shown(&text));
             if json {
                 println!("{}", serde_json::json!({"error": text, "results": [], "errors": []}));
             }

@@ -403,8 +403,8 @@ fn an_image_whose_files_cannot_all_be_written_leaves_none() {
     cmd.args(["explain", s(&example("chelsea.png")), s(&example("coffee.png")), "-o", s(&out), "--json"]);
     // SAFETY: only async-signal-safe calls between fork and exec
     unsafe {
+        // (SIGXFSZ left at its default, which kills: gradcam itself must ignore it and report the write)
         cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             let lim = libc::rlimit { rlim_cur: 100_000, rlim_max: 100_000 };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -538,4 +538,74 @@ fn an_image_or_tensor_with_a_side_over_65535_pixels_is_refused() {
     for e in errors {
         assert!(e["error"].as_str().unwrap().contains("longer than 65535"), "{e}");
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_output_folder_as_input_does_not_feed_on_its_own_pictures_and_one_file_is_one_input() {
+    let d = tempdir("selfout");
+    let dir = d.join("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(example("chelsea.png"), dir.join("cat.png")).unwrap();
+    for _ in 0..3 {
+        let (code, stdout, err) =
+            run(&["explain", s(&dir), "-o", s(&dir), "--json", "--save-npy", "--method", "gradcam,guided-gradcam"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1, "{stdout}");
+    }
+    // the same file, spelled four ways
+    let cat = dir.join("cat.png");
+    let dotted = format!("{}/./cat.png", dir.display());
+    let up = format!("{}/../photos/cat.png", dir.display());
+    let (code, stdout, err) = run(&["classify", s(&cat), &dotted, &up, s(&cat), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1);
+    let (code, stdout, err) = run(&["explain", s(&cat), &dotted, &up, "-o", s(&d.join("o")), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn names_with_control_characters_cannot_forge_lines_or_drive_the_terminal() {
+    let d = tempdir("ctrl");
+    let dir = d.join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("evil\nerror: fake.png"), b"not an image").unwrap();
+    std::fs::write(dir.join("esc\u{1b}[31mred.png"), b"not an image").unwrap();
+    let (code, stdout, err) = run(&["explain", s(&dir), "-o", s(&d.join("o"))]);
+    assert_eq!(code, 1);
+    assert!(!err.contains('\u{1b}') && !stdout.contains('\u{1b}'), "{err:?}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 2, "{err}");
+    let mut names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+    names[285] = "\u{1b}[2Jcat".into();
+    let labels = d.join("labels.txt");
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let (code, stdout, _) = run(&["classify", s(&example("chelsea.png")), "--labels", s(&labels)]);
+    assert_eq!(code, 0);
+    assert!(!stdout.contains('\u{1b}') && stdout.contains("\\u{1b}[2Jcat"), "{stdout}");
+}
+
+#[test]
+fn more_values_out_of_range_are_refused() {
+    let d = tempdir("range2");
+    let img = example("chelsea.png");
+    let (code, _, err) = run(&["explain", s(&img), "--class", "top1001", "-o", s(&d)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("top1001") && err.contains("1000 classes"), "{err}");
+    let (code, _, err) = run(&["bench", "--reps", "18446744073709551615", "--what", "forward", "--batch", "1"]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    assert!(err.contains("--reps"), "{err}");
+    let big = d.join("big.npy");
+    gradcam::npy::Array::new(vec![1, 3, 8, 8], vec![1e38; 3 * 64]).write(&big).unwrap();
+    let (code, _, err) = run(&["explain", "--input-tensor", s(&big), "-o", s(&d)]);
+    no_crash(code, &err);
+    assert_eq!(code, 1);
+    assert!(err.contains("big.npy") && err.contains("normalised image"), "{err}");
+    let short = d.join("short.txt");
+    std::fs::write(&short, "a\nb\n").unwrap();
+    let (code, _, err) = run(&["classify", s(&img), "--labels", s(&short)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("short.txt") && err.contains("2 labels for a model with 1000 classes"), "{err}");
 }

@@ -115,6 +115,11 @@ impl Options {
     }
 }
 
+/// The largest magnitude an `--input-tensor` value may have: a normalised image lies within a few units, and
+/// values near f32's range overflow the first convolution to infinities that a clamping activation (ReLU6)
+/// would hide.
+pub const MAX_TENSOR_VALUE: f32 = 1e4;
+
 /// One input: a decoded photo, or a ready tensor.
 pub struct Input {
     /// The file it came from.
@@ -173,6 +178,15 @@ impl Input {
             let (c, y, x) = (k / (th * tw), k / tw % th, k % tw);
             return Err(Error::invalid(format!(
                 "{}: the tensor holds {} at [0, {c}, {y}, {x}]; expected finite values",
+                path.display(),
+                a.data[k]
+            )));
+        }
+        if let Some(k) = a.data.iter().position(|v| v.abs() > MAX_TENSOR_VALUE) {
+            let (c, y, x) = (k / (th * tw), k / tw % th, k % tw);
+            return Err(Error::invalid(format!(
+                "{}: the tensor holds {:e} at [0, {c}, {y}, {x}]; expected a normalised image (values within \
+                 ±{MAX_TENSOR_VALUE:e}: larger ones overflow the first layers)",
                 path.display(),
                 a.data[k]
             )));

@@ -67,7 +67,11 @@ impl Labels {
             None => Labels((0..n).map(|i| format!("class {i}")).collect()),
         };
         if l.0.len() != n {
-            return Err(Error::invalid(format!("{} labels for a model with {n} classes", l.0.len())));
+            let from = file.map(|f| format!("{}: ", f.display())).unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "{from}{} labels for a model with {n} classes; expected one name per class, one per line",
+                l.0.len()
+            )));
         }
         Ok(l)
     }

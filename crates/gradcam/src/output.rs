@@ -112,7 +112,7 @@ pub struct PngRows<'p> {
 
 impl<'p> PngRows<'p> {
     pub fn new(out: &std::fs::File, path: &'p Path, width: u32, height: u32) -> Result<Self> {
-        let err = |e: png::EncodingError| Error::image(path, format!("cannot encode: {e}"));
+        let err = |e: png::EncodingError| png_error(path, e);
         let out = out.try_clone().map_err(|e| Error::io(path, e))?;
         let mut enc = png::Encoder::new(out, width, height);
         enc.set_color(png::ColorType::Rgb);
@@ -130,7 +130,15 @@ impl<'p> PngRows<'p> {
 
     pub fn finish(self) -> Result<()> {
         let path = self.path;
-        self.w.finish().map_err(|e| Error::image(path, format!("cannot encode: {e}")))
+        self.w.finish().map_err(|e| png_error(path, e))
+    }
+}
+
+/// A failure to write a PNG: the I/O error as such (a full disk), or what the encoder said.
+fn png_error(path: &Path, e: png::EncodingError) -> Error {
+    match e {
+        png::EncodingError::IoError(io) => Error::io(path, io),
+        e => Error::invalid(format!("{}: cannot write the PNG: {e}", path.display())),
     }
 }
 
