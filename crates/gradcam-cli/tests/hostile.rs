@@ -609,3 +609,33 @@ fn more_values_out_of_range_are_refused() {
     assert_eq!(code, 1);
     assert!(err.contains("short.txt") && err.contains("2 labels for a model with 1000 classes"), "{err}");
 }
+
+/// A run ended by SIGTERM or SIGINT (Ctrl-C) removes its temporary files: nothing half-written is left, not
+/// even hidden.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_leaves_no_temporary_file() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let d = tempdir(&format!("sig{sig}"));
+        let out = d.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        // a thousand classes: minutes of pictures, so that the signal comes in the middle
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(["explain", s(&example("chelsea.png")), "-o", s(&out), "--class", "top1000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let temporaries = || listing(&out).into_iter().filter(|n| n.starts_with(".gradcam-")).count();
+        let start = std::time::Instant::now();
+        while temporaries() == 0 {
+            assert!(start.elapsed().as_secs() < 60, "no temporary file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // SAFETY: signalling our own child
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + sig), "{status:?}");
+        assert_eq!(temporaries(), 0, "left: {:?}", listing(&out));
+    }
+}

@@ -4,9 +4,37 @@
 //! files cannot all be written leaves none behind; an interrupted run leaves no half file under a final name.
 
 use crate::error::{Error, Result};
+use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use tempfile::TempPath;
+
+/// The temporary files that exist now (written, not yet renamed into place), so that a process ended by a
+/// signal can remove them: see [`remove_temporaries`].
+fn pending() -> &'static Mutex<HashSet<PathBuf>> {
+    static P: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    P.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn track(p: &Path, on: bool) {
+    if let Ok(mut set) = pending().lock() {
+        if on {
+            set.insert(p.to_path_buf());
+        } else {
+            set.remove(p);
+        }
+    }
+}
+
+/// Remove every temporary file this process has open or waiting for its rename (for a signal handler: an
+/// interrupted run leaves no `.gradcam-*.tmp` behind). Returns how many were removed.
+pub fn remove_temporaries() -> usize {
+    let Ok(set) = pending().lock() else {
+        return 0;
+    };
+    set.iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+}
 
 /// A temporary file in `dir`: exclusive creation at an unpredictable hidden name, with the permissions an
 /// ordinary file gets (0666 less the umask), not tempfile's private 0600.
@@ -70,7 +98,13 @@ impl FileSet {
             return Err(Error::io(path, std::io::Error::other("simulated write failure (no space left on device)")));
         }
         let mut tmp = temp_in(dir_of(path)).map_err(|e| Error::io(path, e))?;
-        fill(tmp.as_file_mut())?;
+        track(tmp.path(), true);
+        let tmp_path = tmp.path().to_path_buf();
+        if let Err(e) = fill(tmp.as_file_mut()) {
+            drop(tmp);
+            track(&tmp_path, false);
+            return Err(e);
+        }
         self.pending.push((tmp.into_temp_path(), path.to_path_buf()));
         Ok(())
     }
@@ -85,19 +119,36 @@ impl FileSet {
 
     /// Put every file in place. If one cannot be, those already renamed are removed again, so that the set is
     /// all there or not at all (an older file of the same name is gone either way).
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
         let mut done: Vec<PathBuf> = vec![];
-        let mut pending = self.pending.into_iter();
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
         for (tmp, path) in pending.by_ref() {
-            if let Err(e) = tmp.persist(&path) {
+            let tmp_path = tmp.to_path_buf();
+            let r = tmp.persist(&path);
+            track(&tmp_path, false);
+            if let Err(e) = r {
                 for p in &done {
                     let _ = std::fs::remove_file(p);
+                }
+                for (rest, _) in pending {
+                    track(&rest, false);
                 }
                 return Err(Error::io(&path, e.error));
             }
             done.push(path);
         }
         Ok(())
+    }
+}
+
+impl Drop for FileSet {
+    /// The temporaries of a set never committed are removed (by `TempPath`) and forgotten.
+    fn drop(&mut self) {
+        for (tmp, _) in self.pending.drain(..) {
+            let p = tmp.to_path_buf();
+            drop(tmp);
+            track(&p, false);
+        }
     }
 }
 
