@@ -3,6 +3,29 @@
 
 use serde::Serialize;
 
+/// For each of `dst` outputs along an axis of `src` inputs: the two inputs it blends and the weight of the
+/// second, with half-pixel centres and clamped edges (cv2.resize, INTER_LINEAR).
+fn axis(dst: usize, src: usize) -> Vec<(usize, usize, f32)> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let f = (d as f64 + 0.5) * scale - 0.5;
+            let mut s = f.floor() as i64;
+            let mut t = (f - s as f64) as f32;
+            if s < 0 {
+                s = 0;
+                t = 0.0;
+            }
+            if s as usize >= src - 1 {
+                s = src as i64 - 1;
+                t = 0.0;
+            }
+            let s = s as usize;
+            (s, (s + 1).min(src - 1), t)
+        })
+        .collect()
+}
+
 /// A 2-D float map, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Map {
@@ -34,26 +57,6 @@ impl Map {
         if h == self.h && w == self.w {
             return self.clone();
         }
-        let axis = |dst: usize, src: usize| -> Vec<(usize, usize, f32)> {
-            let scale = src as f64 / dst as f64;
-            (0..dst)
-                .map(|d| {
-                    let f = (d as f64 + 0.5) * scale - 0.5;
-                    let mut s = f.floor() as i64;
-                    let mut t = (f - s as f64) as f32;
-                    if s < 0 {
-                        s = 0;
-                        t = 0.0;
-                    }
-                    if s as usize >= src - 1 {
-                        s = src as i64 - 1;
-                        t = 0.0;
-                    }
-                    let s = s as usize;
-                    (s, (s + 1).min(src - 1), t)
-                })
-                .collect()
-        };
         let (ys, xs) = (axis(h, self.h), axis(w, self.w));
         // each source row interpolated across once, then the rows blended (the same sums as per pixel)
         let mut across = Vec::with_capacity(self.h * w);
@@ -72,26 +75,6 @@ impl Map {
     /// 100-megapixel photo never needs the whole resized map in memory.
     pub fn rows(&self, h: usize, w: usize) -> RowResize<'_> {
         let same = h == self.h && w == self.w;
-        let axis = |dst: usize, src: usize| -> Vec<(usize, usize, f32)> {
-            let scale = src as f64 / dst as f64;
-            (0..dst)
-                .map(|d| {
-                    let f = (d as f64 + 0.5) * scale - 0.5;
-                    let mut s = f.floor() as i64;
-                    let mut t = (f - s as f64) as f32;
-                    if s < 0 {
-                        s = 0;
-                        t = 0.0;
-                    }
-                    if s as usize >= src - 1 {
-                        s = src as i64 - 1;
-                        t = 0.0;
-                    }
-                    let s = s as usize;
-                    (s, (s + 1).min(src - 1), t)
-                })
-                .collect()
-        };
         if same || self.h == 0 || self.w == 0 {
             return RowResize { src: self, w, across: vec![], ys: vec![], same: true };
         }
