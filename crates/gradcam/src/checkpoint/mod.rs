@@ -260,6 +260,9 @@ impl Peek {
         use std::io::Read;
         if self.head.len() < n && !self.eof {
             let want = n - self.head.len();
+            // exactly what is read (the buffer does not double past it), never more than a file holds
+            let left = self.len.map_or(want as u64, |l| l.saturating_sub(self.head.len() as u64));
+            self.head.reserve_exact(want.min(usize::try_from(left).unwrap_or(usize::MAX)));
             let got = (&mut self.file)
                 .take(want as u64)
                 .read_to_end(&mut self.head)
@@ -318,7 +321,7 @@ pub(crate) fn read_regular_file(
     let Peek { file, head: mut bytes, eof, .. } = peek;
     if !eof {
         if t.is_file() {
-            bytes.reserve(usize::try_from(meta.len()).unwrap_or(0).saturating_sub(bytes.len()));
+            bytes.reserve_exact(usize::try_from(meta.len()).unwrap_or(0).saturating_sub(bytes.len()));
         }
         // a pipe (or a file that grows) is read no further than the memory available
         file.take(budget).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
