@@ -1,11 +1,15 @@
 //! Checkpoints read natively: safetensors, PyTorch's zip format (`torch.save` since 1.6) and PyTorch's legacy
 //! format (a stream of pickles followed by raw storages), with tensors of any strides. Every tensor comes out
-//! as a contiguous f32 tensor on the CPU; integer tensors such as `num_batches_tracked` are converted too.
+//! as a contiguous f32 tensor on the CPU; integer tensors such as `num_batches_tracked` are converted too, and
+//! what each was stored as is kept (`Checkpoint::dtypes`: a model's weights must be floats, see `crate::weights`).
+//! float8, float4, complex, quantized and other tensors gradcam does not read are refused by name, never dropped.
 //!
 //! Files are not trusted: every size, offset and stride read from one is checked (checked arithmetic, views
 //! within their storages, no more elements than the storage holds), nothing is inflated beyond what the tensors
 //! need, pickles are dry-run before candle's pickle VM unpacks them (`scan`), and every allocation is bounded by
-//! a small multiple of the bytes the file holds. A hostile file gives an error, never a panic, an abort or a hang.
+//! a small multiple of the bytes the file holds (deflated zip entries: 16 times the file plus 16 MiB in all). A
+//! file's size is checked against its header (and a zip's end record) before the rest of it is read. A hostile
+//! file gives an error, never a panic, an abort or a hang.
 
 mod pth;
 mod scan;
