@@ -6,7 +6,8 @@ Every file is small (the zip bomb is about 1 MB, pkl_bomb 40 KB, the rest a few 
 (fixed zip timestamps, no randomness): running the script again gives the same bytes. The tests in
 crates/gradcam/tests/fuzz_parsers.rs load each one and expect a clear error, no panic, no abort, no hang and
 a bounded peak allocation (the tests that build their inputs at run time, such as the 8 MiB of fake zip end
-records, are there too). What each file is:
+records, a memo bomb followed by zeros, deflated storages of 32 MiB, 1 GiB sparse copies of the valid fixtures,
+float8 and integer weights, are there too). What each file is:
 
   stride_overflow.pth   zip; size (5,), stride (2**62,) over a 16-byte storage: (5-1)*2**62 overflowed (a panic)
   extent_overflow.pth   zip; the same over 8 floats: 5 elements fit, the extent 4 * 2**62 does not

@@ -3,6 +3,17 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// The longest header read: numpy writes a few hundred bytes (and itself refuses more than 10,000 by default).
+const MAX_HEADER: usize = 1 << 20;
+
+/// What a header says: the shape, the element size, where the data starts and how many bytes it takes.
+struct Header {
+    shape: Vec<usize>,
+    elem: usize,
+    end: usize,
+    need: usize,
+}
+
 /// A float32 array.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array {
@@ -16,25 +27,32 @@ impl Array {
         Array { shape, data }
     }
 
-    /// Read a little-endian float32 (or float64, converted) C-order array.
+    /// Read a little-endian float32 (or float64, converted) C-order array. The file's size is checked against
+    /// its header (shape and dtype) before the rest is read.
     pub fn read(path: impl AsRef<Path>) -> Result<Array> {
         let path = path.as_ref();
-        let bytes = crate::checkpoint::read_regular_file(path, |head| {
-            if head.starts_with(b"\x93NUMPY") {
-                Ok(())
-            } else {
-                Err("not a supported .npy file: missing the \\x93NUMPY magic".into())
+        let bytes = crate::checkpoint::read_regular_file(path, |p| {
+            let not = |m: String| format!("not a supported .npy file: {m}");
+            let len = p.len();
+            let pre = p.head(12)?;
+            if !pre.starts_with(b"\x93NUMPY") {
+                return Err(not("missing the \\x93NUMPY magic".into()));
             }
+            let Some(len) = len else { return Ok(()) };
+            let (start, hlen) = Self::preamble(pre).map_err(not)?;
+            let head = p.head(start.saturating_add(hlen))?;
+            let h = Self::header(head).map_err(not)?;
+            let body = len.saturating_sub(h.end as u64);
+            if body != h.need as u64 {
+                return Err(not(Self::body_mismatch(body, &h)));
+            }
+            Ok(())
         })?;
         Self::parse(&bytes).map_err(|m| Error::invalid(format!("{}: not a supported .npy file: {m}", path.display())))
     }
 
-    /// Parse `.npy` bytes. Nothing in them is trusted: the header length, the shape and the element count are
-    /// checked (no overflow) against the bytes present, and the data must be exactly what the shape needs.
-    pub fn parse(b: &[u8]) -> std::result::Result<Array, String> {
-        if !b.starts_with(b"\x93NUMPY") {
-            return Err("missing the \\x93NUMPY magic".into());
-        }
+    /// The header's start and length, from the preamble.
+    fn preamble(b: &[u8]) -> std::result::Result<(usize, usize), String> {
         let (hlen, start): (usize, usize) = match (b.get(6).copied(), b.get(8..10), b.get(8..12)) {
             (Some(1), Some(n), _) => (u16::from_le_bytes([n[0], n[1]]) as usize, 10),
             (Some(2 | 3), _, Some(n)) => (u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize, 12),
@@ -44,6 +62,17 @@ impl Array {
             (Some(v), _, _) => return Err(format!("unsupported version {v} (expected 1, 2 or 3)")),
             (None, _, _) => return Err(format!("{} bytes, too short for a .npy file", b.len())),
         };
+        if hlen > MAX_HEADER {
+            return Err(format!(
+                "the header announces {hlen} bytes, expected at most {MAX_HEADER} (numpy writes a few hundred)"
+            ));
+        }
+        Ok((start, hlen))
+    }
+
+    /// The header at the start of `b` (which may hold more).
+    fn header(b: &[u8]) -> std::result::Result<Header, String> {
+        let (start, hlen) = Self::preamble(b)?;
         let end = start.checked_add(hlen).filter(|&e| e <= b.len()).ok_or_else(|| {
             format!(
                 "the header announces {hlen} bytes, the file has {} after the preamble (truncated?)",
@@ -86,24 +115,40 @@ impl Array {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| format!("shape {shape:?}: the element count overflows"))?;
         let n = shape.iter().product::<usize>();
-        let body = &b[end..];
         let need = n.checked_mul(elem).ok_or_else(|| format!("shape {shape:?}: the byte count overflows"))?;
-        if body.len() != need {
-            return Err(format!(
-                "{} data bytes, the shape {shape:?} of {elem}-byte elements needs {need}{}",
-                body.len(),
-                if body.len() < need { " (truncated?)" } else { "" }
-            ));
+        Ok(Header { shape, elem, end, need })
+    }
+
+    fn body_mismatch(body: u64, h: &Header) -> String {
+        format!(
+            "{body} data bytes, the shape {:?} of {}-byte elements needs {}{}",
+            h.shape,
+            h.elem,
+            h.need,
+            if body < h.need as u64 { " (truncated?)" } else { "" }
+        )
+    }
+
+    /// Parse `.npy` bytes. Nothing in them is trusted: the header length, the shape and the element count are
+    /// checked (no overflow) against the bytes present, and the data must be exactly what the shape needs.
+    pub fn parse(b: &[u8]) -> std::result::Result<Array, String> {
+        if !b.starts_with(b"\x93NUMPY") {
+            return Err("missing the \\x93NUMPY magic".into());
+        }
+        let h = Self::header(b)?;
+        let body = &b[h.end..];
+        if body.len() != h.need {
+            return Err(Self::body_mismatch(body.len() as u64, &h));
         }
         // n elements of `elem` bytes are present: the allocation is bounded by the file.
-        let data = if elem == 4 {
+        let data = if h.elem == 4 {
             body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         } else {
             body.chunks_exact(8)
                 .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect()
         };
-        Ok(Array { shape, data })
+        Ok(Array { shape: h.shape, data })
     }
 
     /// The `.npy` bytes (version 1.0, '<f4', C order).

@@ -74,6 +74,7 @@ impl SimpleBackend for Weights {
                         .to_string(),
                     ));
                 }
+                check_weight(c, name, t)?;
                 t.clone()
             }
         };
@@ -83,7 +84,10 @@ impl SimpleBackend for Weights {
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         match self {
             Weights::File(c) => match c.tensors.get(name) {
-                Some(t) => t.to_dtype(dtype)?.to_device(dev),
+                Some(t) => {
+                    check_weight(c, name, t)?;
+                    t.to_dtype(dtype)?.to_device(dev)
+                }
                 None => candle_core::bail!("{}: tensor `{name}` is missing", c.path.display()),
             },
             Weights::Synthetic => candle_core::bail!("synthetic weights need a shape for `{name}`"),
@@ -96,4 +100,25 @@ impl SimpleBackend for Weights {
             Weights::Synthetic => true,
         }
     }
+}
+
+/// A tensor a model asks for must have been stored as floats (integers or booleans converted to f32 are not
+/// weights: a prediction from them would be garbage) and hold finite values only (an inf in a bias can pass
+/// through ReLU6 as a confident prediction). Integer buffers the model does not ask for, such as
+/// `num_batches_tracked`, are never checked. One pass over each weight, at load.
+fn check_weight(c: &Checkpoint, name: &str, t: &Tensor) -> candle_core::Result<()> {
+    let refuse = |msg: String| candle_core::Error::Msg(Error::checkpoint(&c.path, msg).to_string());
+    if let Some(&d) = c.dtypes.get(name) {
+        if !crate::checkpoint::is_float_dtype(d) {
+            return Err(refuse(format!(
+                "tensor `{name}` is stored as {d}; expected floating-point weights (float32, float16, bfloat16 or \
+                 float64)"
+            )));
+        }
+    }
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(refuse(format!("tensor `{name}` holds {v} at element {i}; expected finite weights")));
+    }
+    Ok(())
 }

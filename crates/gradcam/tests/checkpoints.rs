@@ -135,3 +135,43 @@ fn checkpoint_hash_prefix_is_checked() {
     let e = gradcam::models::zoo::resolve_weights("resnet18", Some("https://example.invalid/w.pth")).unwrap_err();
     assert!(e.to_string().contains("does not download"), "{e}");
 }
+
+/// Weights a model asks for must be finite floats: an inf in `_bn0.bias` used to pass through ReLU6 as a confident
+/// prediction, `_fc.weight` stored as integers was converted and used. Both are refused naming the file, the
+/// tensor and the value or dtype; the integer buffers the model does not ask for stay fine.
+#[test]
+fn weights_that_are_not_finite_floats_are_refused_by_name() {
+    let e = build_edited("inf.safetensors", |t| {
+        let b = t["_bn0.bias"].clone();
+        let mut v = values(&b);
+        v[3] = f32::INFINITY;
+        t.insert("_bn0.bias".into(), Tensor::from_vec(v, b.dims(), &Device::Cpu).unwrap());
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("inf.safetensors: tensor `_bn0.bias` holds inf at element 3; expected finite weights"), "{e}");
+    let e = build_edited("nan.safetensors", |t| {
+        let b = t["_bn0.running_var"].clone();
+        let mut v = values(&b);
+        v[7] = f32::NAN;
+        t.insert("_bn0.running_var".into(), Tensor::from_vec(v, b.dims(), &Device::Cpu).unwrap());
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("tensor `_bn0.running_var` holds NaN at element 7"), "{e}");
+    let e = build_edited("int.safetensors", |t| {
+        let w = t["_fc.weight"].to_dtype(candle_core::DType::U8).unwrap();
+        t.insert("_fc.weight".into(), w);
+        t.insert("_bn0.num_batches_tracked".into(), Tensor::new(3i64, &Device::Cpu).unwrap());
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("int.safetensors: tensor `_fc.weight` is stored as uint8; expected floating-point"), "{e}");
+    let net = build_edited("buffers.safetensors", |t| {
+        t.insert("_bn0.num_batches_tracked".into(), Tensor::new(3i64, &Device::Cpu).unwrap());
+    });
+    assert!(net.is_ok(), "{:?}", net.err());
+}

@@ -221,7 +221,7 @@ fn malformed_safetensors_are_refused() {
     // no element, but candle's strides 2 * (2^64 - 1) overflow: a panic in candle before the check
     refused("st_empty_overflow.safetensors", &["tensor `w`", "shape [0, 2, 18446744073709551615]", "multiply past"]);
     refused("st_offsets_past_end.safetensors", &["bad safetensors file"]);
-    refused("st_f4.safetensors", &["tensor `w`", "F4", "f32"]);
+    refused("st_f4.safetensors", &["tensor `w` is stored as F4", "expected float32"]);
     // the shape check leaves the rest of a real header alone: metadata, tensors of no element
     let _g = lock();
     let h = br#"{"__metadata__":{"format":"pt"},"e":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
@@ -348,6 +348,221 @@ fn zip_directories_that_do_not_fit_are_refused() {
     }
 }
 
+/// A pickle `{"bomb": ...}` that puts a string of `kib` KiB in the memo and doubles it `rounds` times through
+/// the memo (BINGET, TUPLE2 with the object on the stack, BINPUT), then STOP.
+fn memo_bomb(kib: usize, rounds: usize) -> Vec<u8> {
+    let mut p = Pickle::new();
+    p.op(b"}").str("bomb").str(&"x".repeat(kib << 10)).op(b"q\x00");
+    for _ in 0..rounds {
+        p.op(b"h\x00\x86q\x00");
+    }
+    p.op(b"s.");
+    p.0
+}
+
+#[test]
+fn pickle_budget_comes_from_the_pickle_not_the_bytes_after_it() {
+    // A 256 KiB string doubled 7 times (32 MiB of copies, more than the 36 MiB its 256 KiB pickle allows once
+    // copied at every BINGET and BINPUT), followed by 8 MiB of zeros: the zeros used to earn the pickle 1 GiB.
+    let _g = lock();
+    let pkl = memo_bomb(256, 7);
+    let padded = [&pkl[..], &vec![0u8; 8 << 20]].concat();
+    let zip = zip_of(&[("archive/data.pkl", &padded), ("archive/data/0", &[0u8; 16])]);
+    let (r, peak) = measured(|| Checkpoint::from_bytes("junk_after_stop.pth", &zip));
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("junk_after_stop.pth") && e.contains("data.pkl pickle") && e.contains("memo"), "{e}");
+    assert!(peak <= zip.len() + 16 * MIB, "peak {peak} for {} bytes", zip.len());
+    // legacy: the rest of the file (here an 8 MiB storage) used to count as the state dict's pickle
+    let legacy = legacy_of(&pkl, &[(0, 2 << 20, vec![0u8; 8 << 20])]);
+    let (r, peak) = measured(|| Checkpoint::from_bytes("junk_after_stop.pth", &legacy));
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("state dict pickle") && e.contains("memo"), "{e}");
+    assert!(peak <= legacy.len() + 16 * MIB, "peak {peak} for {} bytes", legacy.len());
+    // the same pickle with 3 rounds (4 MiB of copies) is within what its length allows
+    let small = zip_of(&[("archive/data.pkl", &memo_bomb(256, 3)), ("archive/data/0", &[0u8; 16])]);
+    let e = Checkpoint::from_bytes("small.pth", &small).unwrap_err().to_string();
+    assert!(e.contains("holds no tensors"), "{e}");
+}
+
+#[test]
+fn compressed_storages_inflate_no_more_than_a_bound_of_the_file() {
+    // 8 Mi zero floats (32 MiB) deflate to 32 KiB: more than 16 times the file plus 16 MiB, refused before it is
+    // inflated; stored, or 2 Mi floats (8 MiB) deflated, it loads
+    let _g = lock();
+    let numel = 8u64 << 20;
+    let t = GenTensor { class: "FloatStorage", key: 0, numel, offset: 0, size: vec![numel], stride: vec![1] };
+    let pkl = state_dict(&[t], false);
+    let data = vec![0u8; numel as usize * 4];
+    let z = zip_deflated(&[("archive/data.pkl", &pkl, false), ("archive/data/0", &data, true)]);
+    assert!(z.len() < 100_000, "{}", z.len());
+    let (r, peak) = measured(|| Checkpoint::from_bytes("deflated.pth", &z));
+    let e = r.unwrap_err().to_string();
+    for w in ["deflated.pth", "archive/data/0", "inflates to 33554432 bytes", "16 times its size plus 16 MiB"] {
+        assert!(e.contains(w), "{w}: {e}");
+    }
+    assert!(peak <= MIB, "peak {peak}");
+    let numel = 2u64 << 20;
+    let t = GenTensor { class: "FloatStorage", key: 0, numel, offset: 0, size: vec![numel], stride: vec![1] };
+    let pkl = state_dict(&[t], false);
+    let data = vec![0u8; numel as usize * 4];
+    let z = zip_deflated(&[("archive/data.pkl", &pkl, true), ("archive/data/0", &data, true)]);
+    assert_eq!(Checkpoint::from_bytes("ok.pth", &z).unwrap().tensors["t0"].dims(), &[numel as usize]);
+}
+
+/// A copy of the fixture `name`, grown to `len` bytes (a sparse file: zeros that take no disk).
+fn grown(name: &str, len: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gradcam-grown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("grown-{}", name.replace('/', "-")));
+    std::fs::copy(fixture(name), &p).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len).unwrap();
+    p
+}
+
+#[test]
+fn file_sizes_are_checked_before_the_rest_is_read() {
+    // `truncate -s 1G` of valid small files: refused from their head (or tail), without reading the GiB
+    let _g = lock();
+    const GIB: u64 = 1 << 30;
+    let cases: [(&str, &[&str], usize); 4] = [
+        ("ckpt.safetensors", &["bad safetensors file", "the file has 1073741824", "expected exactly"], MIB),
+        ("ckpt_zip.pth", &["not a complete zip file", "last 65557 bytes"], MIB),
+        ("ckpt_legacy.pth", &["storages they declare take", "the file has 1073741824"], 20 * MIB),
+        ("expected.conv.weight.npy", &["not a supported .npy file", "data bytes", "needs"], MIB),
+    ];
+    for (name, words, most) in cases {
+        let p = grown(name, GIB);
+        let (r, peak) = measured(|| {
+            if name.ends_with(".npy") {
+                Array::read(&p).map(|_| ())
+            } else {
+                Checkpoint::load(&p).map(|_| ())
+            }
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()), "{name}: {e}");
+        for w in words {
+            assert!(e.contains(w), "{name}: {w:?}: {e}");
+        }
+        assert!(peak <= most, "{name}: peak {peak} bytes before refusing");
+        std::fs::remove_file(&p).unwrap();
+    }
+    // one byte too many or too few is refused too, before the parse
+    for (name, delta) in [("ckpt.safetensors", 1i64), ("ckpt.safetensors", -1), ("expected.conv.weight.npy", 1)] {
+        let len = std::fs::metadata(fixture(name)).unwrap().len();
+        let p = grown(name, (len as i64 + delta) as u64);
+        let e = if name.ends_with(".npy") {
+            Array::read(&p).unwrap_err().to_string()
+        } else {
+            Checkpoint::load(&p).unwrap_err().to_string()
+        };
+        assert!(e.contains(&format!("{}", len as i64 + delta)) || e.contains("data bytes"), "{name} {delta}: {e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+    // a legacy file with bytes after its storages
+    let b = [std::fs::read(fixture("ckpt_legacy.pth")).unwrap(), vec![0; 3]].concat();
+    let e = Checkpoint::from_bytes("extra.pth", &b).unwrap_err().to_string();
+    assert!(e.contains("3 more, expected none"), "{e}");
+}
+
+#[test]
+fn float8_and_other_unsupported_dtypes_are_refused_by_name() {
+    let _g = lock();
+    let want = "tensor `_fc.weight` is stored as float8_e4m3fn, which gradcam does not read; expected float32, \
+                float16, bfloat16 or float64";
+    // torch.float8_e4m3fn through a typed storage, as the tester wrote it
+    let mut p = Pickle::new();
+    p.op(b"}");
+    let t = GenTensor { class: "Float8_e4m3fnStorage", key: 0, numel: 4, offset: 0, size: vec![4], stride: vec![1] };
+    p.tensor_item("_fc.weight", &t, false).op(b"s.");
+    let z = zip_of(&[("archive/data.pkl", &p.0), ("archive/data/0", &[0u8; 4])]);
+    let e = Checkpoint::from_bytes("f8.pth", &z).unwrap_err().to_string();
+    assert!(e.contains("f8.pth") && e.contains(want), "{e}");
+    // as torch >= 2.1 writes it: _rebuild_tensor_v3 with the dtype 7th
+    let mut p = Pickle::new();
+    p.op(b"}").str("_fc.weight").global("torch._utils", "_rebuild_tensor_v3").op(b"((");
+    p.str("storage").global("torch", "UntypedStorage").str("0").str("cpu").int(4).op(b"tQ");
+    p.int(0).ints(&[4]).ints(&[1]).op(b"\x89").global("collections", "OrderedDict").op(b")R");
+    p.global("torch", "float8_e4m3fn").op(b"}tRs.");
+    let z = zip_of(&[("archive/data.pkl", &p.0), ("archive/data/0", &[0u8; 4])]);
+    let e = Checkpoint::from_bytes("f8v3.pth", &z).unwrap_err().to_string();
+    assert!(e.contains("f8v3.pth") && e.contains(want), "{e}");
+    // safetensors F8_E4M3
+    let h = br#"{"_fc.weight":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}}"#;
+    let b = [&(h.len() as u64).to_le_bytes()[..], h, &[0; 4]].concat();
+    let e = Checkpoint::from_bytes("f8.safetensors", &b).unwrap_err().to_string();
+    assert!(e.contains("tensor `_fc.weight` is stored as float8_e4m3fn") && e.contains("expected float32"), "{e}");
+    // a quantized tensor is not dropped silently either
+    let mut p = Pickle::new();
+    p.op(b"}").str("q").global("torch._utils", "_rebuild_qtensor").op(b")Rs.");
+    let z = zip_of(&[("archive/data.pkl", &p.0)]);
+    let e = Checkpoint::from_bytes("q.pth", &z).unwrap_err().to_string();
+    assert!(e.contains("tensor `q`") && e.contains("_rebuild_qtensor"), "{e}");
+}
+
+/// A zip checkpoint of `w` (4 elements of `class`, the bytes `data`) and an int64 `num_batches_tracked`.
+fn weights_zip(class: &'static str, data: &[u8]) -> Vec<u8> {
+    let mut p = Pickle::new();
+    p.op(b"}");
+    let t = GenTensor { class, key: 0, numel: 4, offset: 0, size: vec![4], stride: vec![1] };
+    p.tensor_item("w", &t, false).op(b"s");
+    let t = GenTensor { class: "LongStorage", key: 1, numel: 1, offset: 0, size: vec![], stride: vec![] };
+    p.tensor_item("num_batches_tracked", &t, false).op(b"s.");
+    zip_of(&[("archive/data.pkl", &p.0), ("archive/data/0", data), ("archive/data/1", &7u64.to_le_bytes())])
+}
+
+fn get_w(name: &str, bytes: &[u8]) -> Result<candle_core::Tensor, String> {
+    let c = Checkpoint::from_bytes(name, bytes).map_err(|e| e.to_string())?;
+    let w = gradcam::weights::Weights::File(std::sync::Arc::new(c));
+    let vb = w.var_builder(&candle_core::Device::Cpu);
+    vb.get(4, "w").map_err(|e| e.to_string())
+}
+
+#[test]
+fn weights_stored_as_integers_are_refused_where_the_model_asks_for_them() {
+    let _g = lock();
+    for (class, dtype, data) in [
+        ("CharStorage", "int8", vec![1u8, 2, 3, 4]),
+        ("ShortStorage", "int16", vec![1u8; 8]),
+        ("BoolStorage", "bool", vec![1u8, 0, 1, 0]),
+        ("FloatStorage", "float32", [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect()),
+    ] {
+        let z = weights_zip(class, &data);
+        let c = Checkpoint::from_bytes("ints.pth", &z).unwrap();
+        assert_eq!((c.dtypes["w"], c.dtypes["num_batches_tracked"]), (dtype, "int64"));
+        let r = get_w("ints.pth", &z);
+        if dtype == "float32" {
+            assert_eq!(r.unwrap().to_vec1::<f32>().unwrap(), [1., 2., 3., 4.]);
+        } else {
+            let e = r.unwrap_err();
+            let want = format!("ints.pth: tensor `w` is stored as {dtype}; expected floating-point weights");
+            assert!(e.contains(&want), "{class}: {e}");
+        }
+    }
+    // safetensors loads integers too (as it did not), and the same check refuses them
+    for (dtype, name, bytes) in [("I8", "int8", 4), ("BOOL", "bool", 4), ("U8", "uint8", 4), ("I64", "int64", 32)] {
+        let h = format!(r#"{{"w":{{"dtype":"{dtype}","shape":[4],"data_offsets":[0,{bytes}]}}}}"#);
+        let b = [&(h.len() as u64).to_le_bytes()[..], h.as_bytes(), &vec![1; bytes]].concat();
+        assert_eq!(Checkpoint::from_bytes("ints.safetensors", &b).unwrap().dtypes["w"], name);
+        let e = get_w("ints.safetensors", &b).unwrap_err();
+        assert!(e.contains(&format!("ints.safetensors: tensor `w` is stored as {name}")), "{e}");
+    }
+}
+
+#[test]
+fn weights_that_are_not_finite_are_refused_with_the_first_bad_value() {
+    let _g = lock();
+    for (v, shown) in [(f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf"), (f32::NAN, "NaN")] {
+        let data: Vec<u8> = [1f32, 2., 3., v].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let e = get_w("inf.pth", &weights_zip("FloatStorage", &data)).unwrap_err();
+        let want = format!("inf.pth: tensor `w` holds {shown} at element 3; expected finite weights");
+        assert!(e.contains(&want), "{e}");
+    }
+    // float16's largest value is finite; 65520 rounds to inf in float16 but is read exactly as f32
+    let data: Vec<u8> = [half::f16::MAX; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    get_w("f16.pth", &weights_zip("HalfStorage", &data)).unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Builders: pickles, zip files, legacy files
 
@@ -424,28 +639,43 @@ fn state_dict(ts: &[GenTensor], legacy: bool) -> Vec<u8> {
 
 /// A zip file of stored entries, with correct CRCs.
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let e: Vec<(&str, &[u8], bool)> = entries.iter().map(|&(n, d)| (n, d, false)).collect();
+    zip_deflated(&e)
+}
+
+/// A zip file of entries, each stored or deflated (the bool), with correct CRCs.
+fn zip_deflated(entries: &[(&str, &[u8], bool)]) -> Vec<u8> {
     let (mut body, mut central) = (vec![], vec![]);
-    for (name, data) in entries {
+    for &(name, data, deflate) in entries {
         let crc = crc32fast::hash(data);
         let off = body.len() as u32;
         let n = name.len() as u16;
         let len = data.len() as u32;
+        let (method, payload) = if deflate {
+            use std::io::Write;
+            let mut e = flate2::write::DeflateEncoder::new(vec![], flate2::Compression::best());
+            e.write_all(data).unwrap();
+            (8u16, e.finish().unwrap())
+        } else {
+            (0, data.to_vec())
+        };
+        let clen = payload.len() as u32;
         body.extend_from_slice(&0x04034b50u32.to_le_bytes());
-        for h in [20u16, 0, 0, 0, 0x21] {
+        for h in [20u16, 0, method, 0, 0x21] {
             body.extend_from_slice(&h.to_le_bytes());
         }
-        for w in [crc, len, len] {
+        for w in [crc, clen, len] {
             body.extend_from_slice(&w.to_le_bytes());
         }
         body.extend_from_slice(&n.to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes());
         body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(data);
+        body.extend_from_slice(&payload);
         central.extend_from_slice(&0x02014b50u32.to_le_bytes());
-        for h in [20u16, 20, 0, 0, 0, 0x21] {
+        for h in [20u16, 20, 0, method, 0, 0x21] {
             central.extend_from_slice(&h.to_le_bytes());
         }
-        for w in [crc, len, len] {
+        for w in [crc, clen, len] {
             central.extend_from_slice(&w.to_le_bytes());
         }
         for h in [n, 0, 0, 0, 0] {

@@ -14,8 +14,10 @@ type R<T> = std::result::Result<T, String>;
 pub(crate) const LEGACY_MAGIC: [u8; 15] =
     [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e];
 
+/// How a storage holds its elements. Every one is converted to f32; the dtype each tensor was stored as is kept
+/// (`Checkpoint::dtypes`) so that weights stored as integers are refused where a model asks for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Elem {
+pub(crate) enum Elem {
     F32,
     F64,
     F16,
@@ -25,11 +27,18 @@ enum Elem {
     I16,
     I8,
     U8,
+    U16,
+    U32,
+    U64,
     Bool,
 }
 
+/// What an unsupported dtype is refused with, after "tensor `x` is stored as <dtype>".
+pub(crate) const UNSUPPORTED: &str = "which gradcam does not read; expected float32, float16, bfloat16 or float64";
+
 impl Elem {
-    fn from_storage(class: &str) -> R<Elem> {
+    /// The element type of a torch storage class; Err(the dtype's name) for one gradcam does not read.
+    fn from_storage(class: &str) -> std::result::Result<Elem, String> {
         Ok(match class {
             "FloatStorage" => Elem::F32,
             "DoubleStorage" => Elem::F64,
@@ -42,30 +51,95 @@ impl Elem {
             "ByteStorage" => Elem::U8,
             "BoolStorage" => Elem::Bool,
             other => {
-                return Err(format!("unsupported storage type {other} (expected a float, integer or bool storage)"))
+                // torch's names: Float8_e4m3fnStorage holds torch.float8_e4m3fn, ComplexFloatStorage complex64
+                let base = other.strip_suffix("Storage").unwrap_or(other);
+                let name = match base {
+                    "ComplexFloat" => "complex64".to_string(),
+                    "ComplexDouble" => "complex128".to_string(),
+                    "ComplexHalf" => "complex32".to_string(),
+                    "" | "Untyped" => format!("{other} (untyped bytes)"),
+                    b => b.to_lowercase(),
+                };
+                return Err(clip(&name));
             }
         })
     }
-    fn size(self) -> usize {
+
+    /// The element type of a safetensors dtype; Err(its name) for one gradcam does not read.
+    pub(crate) fn from_safetensors(d: safetensors::Dtype) -> std::result::Result<Elem, String> {
+        use safetensors::Dtype as D;
+        Ok(match d {
+            D::F32 => Elem::F32,
+            D::F64 => Elem::F64,
+            D::F16 => Elem::F16,
+            D::BF16 => Elem::BF16,
+            D::I64 => Elem::I64,
+            D::I32 => Elem::I32,
+            D::I16 => Elem::I16,
+            D::I8 => Elem::I8,
+            D::U8 => Elem::U8,
+            D::U16 => Elem::U16,
+            D::U32 => Elem::U32,
+            D::U64 => Elem::U64,
+            D::BOOL => Elem::Bool,
+            D::F8_E4M3 => return Err("float8_e4m3fn (F8_E4M3)".into()),
+            D::F8_E5M2 => return Err("float8_e5m2 (F8_E5M2)".into()),
+            other => return Err(format!("{other:?}")),
+        })
+    }
+
+    /// torch's name of the dtype.
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Elem::F64 | Elem::I64 => 8,
-            Elem::F32 | Elem::I32 => 4,
-            Elem::F16 | Elem::BF16 | Elem::I16 => 2,
+            Elem::F32 => "float32",
+            Elem::F64 => "float64",
+            Elem::F16 => "float16",
+            Elem::BF16 => "bfloat16",
+            Elem::I64 => "int64",
+            Elem::I32 => "int32",
+            Elem::I16 => "int16",
+            Elem::I8 => "int8",
+            Elem::U8 => "uint8",
+            Elem::U16 => "uint16",
+            Elem::U32 => "uint32",
+            Elem::U64 => "uint64",
+            Elem::Bool => "bool",
+        }
+    }
+
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Elem::F64 | Elem::I64 | Elem::U64 => 8,
+            Elem::F32 | Elem::I32 | Elem::U32 => 4,
+            Elem::F16 | Elem::BF16 | Elem::I16 | Elem::U16 => 2,
             Elem::I8 | Elem::U8 | Elem::Bool => 1,
         }
     }
-    fn read(self, b: &[u8]) -> f32 {
+
+    pub(crate) fn read(self, b: &[u8]) -> f32 {
+        let b8 = || b[..8].try_into().unwrap_or([0; 8]);
         match self {
             Elem::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Elem::F64 => f64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as f32,
+            Elem::F64 => f64::from_le_bytes(b8()) as f32,
             Elem::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
             Elem::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-            Elem::I64 => i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as f32,
+            Elem::I64 => i64::from_le_bytes(b8()) as f32,
+            Elem::U64 => u64::from_le_bytes(b8()) as f32,
             Elem::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            Elem::U32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
             Elem::I16 => i16::from_le_bytes([b[0], b[1]]) as f32,
+            Elem::U16 => u16::from_le_bytes([b[0], b[1]]) as f32,
             Elem::I8 => b[0] as i8 as f32,
             Elem::U8 | Elem::Bool => b[0] as f32,
         }
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
     }
 }
 
@@ -90,13 +164,6 @@ struct StorageId {
 
 /// What an object is, in a few words (never the whole object: a hostile one may be large or deep).
 fn describe(o: &Object) -> String {
-    fn clip(s: &str) -> String {
-        if s.chars().count() > 40 {
-            format!("{}…", s.chars().take(40).collect::<String>())
-        } else {
-            s.to_string()
-        }
-    }
     match o {
         Object::Int(i) => format!("the integer {i}"),
         Object::Long(i) => format!("the integer {i}"),
@@ -143,29 +210,34 @@ fn is_class(o: &Object, module: &str, class: &str) -> bool {
     matches!(o, Object::Class { module_name, class_name } if module_name == module && class_name == class)
 }
 
-/// The storage a persistent id `('storage', <class>, key, location, numel[, view])` describes.
-fn storage_id(pid: &Object) -> R<StorageId> {
+/// The storage a persistent id `('storage', <class>, key, location, numel[, view])` describes; `who` (such as
+/// "tensor `x`") starts every message.
+fn storage_id(pid: &Object, who: &str) -> R<StorageId> {
     let Object::Tuple(pid) = pid else {
-        return Err(format!("its storage id is {}, expected a tuple", describe(pid)));
+        return Err(format!("{who}: its storage id is {}, expected a tuple", describe(pid)));
     };
     if pid.len() < 5 {
-        return Err(format!("its storage id has {} fields, expected 5 or more", pid.len()));
+        return Err(format!("{who}: its storage id has {} fields, expected 5 or more", pid.len()));
     }
     if !matches!(&pid[0], Object::Unicode(s) if s == "storage") {
-        return Err(format!("its persistent id starts with {}, expected \"storage\"", describe(&pid[0])));
+        return Err(format!("{who}: its persistent id starts with {}, expected \"storage\"", describe(&pid[0])));
     }
     let elem = match &pid[1] {
-        Object::Class { class_name, .. } => Elem::from_storage(class_name)?,
-        other => return Err(format!("storage type {}, expected a class such as torch.FloatStorage", describe(other))),
+        Object::Class { class_name, .. } => {
+            Elem::from_storage(class_name).map_err(|dtype| format!("{who} is stored as {dtype}, {UNSUPPORTED}"))?
+        }
+        other => {
+            return Err(format!("{who}: storage type {}, expected a class such as torch.FloatStorage", describe(other)))
+        }
     };
     let key = match &pid[2] {
         Object::Unicode(s) => s.clone(),
-        other => return Err(format!("storage key {}, expected a string", describe(other))),
+        other => return Err(format!("{who}: storage key {}, expected a string", describe(other))),
     };
-    let numel = nonneg(&pid[4]).map_err(|e| format!("storage {key}: element count {e}"))?;
+    let numel = nonneg(&pid[4]).map_err(|e| format!("{who}: storage {key}: element count {e}"))?;
     if pid.len() > 5 && pid[5] != Object::None {
         return Err(format!(
-            "storage {key} is a view of another storage (the format of torch before 0.4): not supported"
+            "{who}: storage {key} is a view of another storage (the format of torch before 0.4): not supported"
         ));
     }
     Ok(StorageId { key, elem, numel })
@@ -192,7 +264,34 @@ fn as_view(name: &str, o: &Object) -> R<Option<View>> {
     if !is_class(callable, "torch._utils", "_rebuild_tensor_v2")
         && !is_class(callable, "torch._utils", "_rebuild_tensor")
     {
-        return Ok(None);
+        return match callable.as_ref() {
+            // torch writes tensors of the dtypes added since 2.1 (float8_*, uint16 ...) with _rebuild_tensor_v3,
+            // their dtype 7th
+            Object::Class { module_name, class_name }
+                if module_name == "torch._utils" && class_name == "_rebuild_tensor_v3" =>
+            {
+                let dtype = match args.as_ref() {
+                    Object::Tuple(a) => match a.get(6) {
+                        Some(Object::Class { class_name, .. }) => clip(class_name),
+                        Some(other) => describe(other),
+                        None => "an unknown dtype".to_string(),
+                    },
+                    _ => "an unknown dtype".to_string(),
+                };
+                Err(format!("tensor `{name}` is stored as {dtype}, {UNSUPPORTED}"))
+            }
+            // quantized, sparse, nested, meta tensors ...: never dropped silently
+            Object::Class { module_name, class_name }
+                if module_name == "torch._utils" && class_name.starts_with("_rebuild_") =>
+            {
+                Err(format!(
+                    "tensor `{name}` is made by torch._utils.{} (a quantized, sparse or other special tensor), which \
+                     gradcam does not read; expected a dense float32, float16, bfloat16 or float64 tensor",
+                    clip(class_name)
+                ))
+            }
+            _ => Ok(None),
+        };
     }
     let Object::Tuple(a) = args.as_ref() else {
         return Err(format!("tensor `{name}`: its arguments are {}, expected a tuple", describe(args)));
@@ -203,7 +302,7 @@ fn as_view(name: &str, o: &Object) -> R<Option<View>> {
     let Object::PersistentLoad(pid) = &a[0] else {
         return Err(format!("tensor `{name}`: its storage is {}, expected a persistent reference", describe(&a[0])));
     };
-    let storage = storage_id(pid).map_err(|e| format!("tensor `{name}`: {e}"))?;
+    let storage = storage_id(pid, &format!("tensor `{name}`"))?;
     let offset = nonneg(&a[1]).map_err(|e| format!("tensor `{name}`: offset {e}"))?;
     let size = usizes(&a[2]).map_err(|e| format!("tensor `{name}`: size: {e}"))?;
     let stride = usizes(&a[3]).map_err(|e| format!("tensor `{name}`: stride: {e}"))?;
@@ -256,7 +355,7 @@ fn all_storages(obj: &Object) -> R<HashMap<String, StorageId>> {
     while let Some(o) = todo.pop() {
         match o {
             Object::PersistentLoad(pid) => {
-                let id = storage_id(pid)?;
+                let id = storage_id(pid, "a storage")?;
                 if let Some(old) = out.get(&id.key) {
                     if *old != id {
                         return Err(format!(
@@ -364,7 +463,7 @@ fn materialise(v: &View, storage: &[u8]) -> R<Tensor> {
 /// The tensors of `views`, from their storages' bytes. Identical views share one tensor; views may together hold
 /// at most `OVERLAP` times the elements of the storages they view (plus a little), so that many views of one
 /// storage cannot multiply a small file into a huge allocation.
-fn materialise_all(views: Vec<View>, storages: &HashMap<String, &[u8]>) -> R<HashMap<String, Tensor>> {
+fn materialise_all(views: Vec<View>, storages: &HashMap<String, &[u8]>) -> R<super::Loaded> {
     const OVERLAP: usize = 4;
     let mut budget = storages.values().fold(1usize << 20, |a, s| a.saturating_add(s.len().saturating_mul(OVERLAP)));
     // a view, by storage key, offset, size and stride
@@ -393,7 +492,7 @@ fn materialise_all(views: Vec<View>, storages: &HashMap<String, &[u8]>) -> R<Has
                 t
             }
         };
-        out.insert(v.name.clone(), t);
+        out.insert(v.name.clone(), (t, v.storage.elem.name()));
     }
     Ok(out)
 }
@@ -500,8 +599,31 @@ fn check_zip_end(b: &[u8]) -> R<()> {
 /// The largest data.pkl read: real ones take a few hundred bytes per tensor.
 const MAX_PICKLE: u64 = 64 << 20;
 
+/// The most the compressed entries of a zip file of `len` bytes may inflate to, in all: 16 times its size plus
+/// 16 MiB. torch writes storages uncompressed (a stored entry holds its bytes in the file); a deflated one is a
+/// re-zipped file, whose zeros could otherwise inflate a few MB into GBs.
+pub(crate) fn max_inflated(len: usize) -> u64 {
+    16 * len as u64 + (16 << 20)
+}
+
+/// Count `n` more inflated bytes of the entry `name` against the bound of `max_inflated`.
+fn inflate(total: &mut u64, n: u64, name: &str, len: usize) -> R<()> {
+    let bound = max_inflated(len);
+    *total = total.saturating_add(n);
+    if *total > bound {
+        return Err(format!(
+            "{name} is compressed and inflates to {n} bytes ({} in all with the entries before it), more than the \
+             {bound} bytes allowed for a compressed file of {len} bytes (16 times its size plus 16 MiB; torch \
+             writes storages uncompressed)",
+            *total
+        ));
+    }
+    Ok(())
+}
+
 /// PyTorch's zip format: `<dir>/data.pkl` describes the tensors, `<dir>/data/<key>` holds each storage.
-pub(crate) fn load_zip(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
+pub(crate) fn load_zip(bytes: &[u8]) -> R<super::Loaded> {
+    let mut inflated = 0u64;
     check_zip_end(bytes)?;
     let reader = Bounded { inner: Cursor::new(bytes), left: 4 * bytes.len() as u64 + (1 << 20) };
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip file: {}", zip_msg(&e)))?;
@@ -518,6 +640,9 @@ pub(crate) fn load_zip(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
             return Err(format!(
                 "{pkl} declares {declared} bytes, expected at most {MAX_PICKLE} (a pickle of tensors is far smaller)"
             ));
+        }
+        if f.compression() != zip::CompressionMethod::Stored {
+            inflate(&mut inflated, declared, &pkl, bytes.len())?;
         }
         let mut data = Vec::with_capacity((declared as usize).min(bytes.len()));
         (&mut f).take(declared + 1).read_to_end(&mut data).map_err(|e| format!("cannot read {pkl}: {e}"))?;
@@ -552,6 +677,9 @@ pub(crate) fn load_zip(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
                 id.elem.size()
             ));
         }
+        if f.compression() != zip::CompressionMethod::Stored {
+            inflate(&mut inflated, need as u64, &name, bytes.len())?;
+        }
         spans.push((f.data_start(), f.data_start().saturating_add(f.compressed_size()), name.clone()));
         // Stored entries hold their bytes in the file; deflated ones grow the buffer as they inflate.
         let mut buf = Vec::with_capacity(need.min(f.compressed_size().min(bytes.len() as u64) as usize));
@@ -576,33 +704,97 @@ pub(crate) fn load_zip(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
     materialise_all(views, &storages)
 }
 
-/// The legacy format: magic, protocol version, system info, the state dict, the list of storage keys, then
-/// each storage as (i64 element count, raw little-endian elements) in that order.
-pub(crate) fn load_legacy(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
-    let mut pos = LEGACY_MAGIC.len();
-    let mut next = |what: &str| -> R<Object> {
-        let (o, len) = read_pickle(bytes.get(pos..).unwrap_or_default(), what)?;
-        pos += len;
-        Ok(o)
-    };
-    let protocol = next("protocol version")?;
-    if int(&protocol).ok() != Some(1001) {
-        return Err(format!("legacy protocol version {}, expected 1001", describe(&protocol)));
-    }
-    let _sys_info = next("system info")?;
-    let obj = next("state dict")?;
-    let keys = match next("storage keys")? {
-        Object::List(k) | Object::Tuple(k) => k,
-        other => return Err(format!("expected the list of storage keys, found {}", describe(&other))),
-    };
-    let views = state_dict_views(&obj)?;
-    let ids = all_storages(&obj)?;
-    let mut storages: HashMap<String, &[u8]> = HashMap::new();
-    for k in keys {
-        let Object::Unicode(k) = k else {
-            return Err(format!("a storage key is {}, expected a string", describe(&k)));
+/// What the pickles of a legacy file say: the state dict's views, the storages in the order their bytes follow,
+/// and where the first one starts.
+struct LegacyLayout {
+    views: Vec<View>,
+    storages: Vec<StorageId>,
+    start: usize,
+}
+
+impl LegacyLayout {
+    /// The pickles at the start of `bytes` (the whole file, or its first bytes).
+    fn read(bytes: &[u8]) -> R<LegacyLayout> {
+        let mut pos = LEGACY_MAGIC.len();
+        let mut next = |what: &str| -> R<Object> {
+            let (o, len) = read_pickle(bytes.get(pos..).unwrap_or_default(), what)?;
+            pos += len;
+            Ok(o)
         };
-        let id = ids.get(&k).ok_or_else(|| format!("storage {k} is listed, but nothing in the checkpoint uses it"))?;
+        let protocol = next("protocol version")?;
+        if int(&protocol).ok() != Some(1001) {
+            return Err(format!("legacy protocol version {}, expected 1001", describe(&protocol)));
+        }
+        let _sys_info = next("system info")?;
+        let obj = next("state dict")?;
+        let keys = match next("storage keys")? {
+            Object::List(k) | Object::Tuple(k) => k,
+            other => return Err(format!("expected the list of storage keys, found {}", describe(&other))),
+        };
+        let views = state_dict_views(&obj)?;
+        let ids = all_storages(&obj)?;
+        let mut storages = Vec::with_capacity(keys.len().min(ids.len()));
+        let mut listed = std::collections::HashSet::new();
+        for k in keys {
+            let Object::Unicode(k) = k else {
+                return Err(format!("a storage key is {}, expected a string", describe(&k)));
+            };
+            let id =
+                ids.get(&k).ok_or_else(|| format!("storage {k} is listed, but nothing in the checkpoint uses it"))?;
+            if !listed.insert(k.clone()) {
+                return Err(format!("storage {k} is listed twice"));
+            }
+            storages.push(id.clone());
+        }
+        Ok(LegacyLayout { views, storages, start: pos })
+    }
+
+    /// The size of the file the pickles describe: the pickles, then each storage as its 8-byte element count and
+    /// its elements. None when it overflows.
+    fn file_size(&self) -> Option<u64> {
+        self.storages.iter().try_fold(self.start as u64, |a, id| {
+            (id.numel as u64).checked_mul(id.elem.size() as u64)?.checked_add(8)?.checked_add(a)
+        })
+    }
+}
+
+/// The largest prefix of a legacy file read to find its layout before the rest: the pickles of a real
+/// checkpoint take a few hundred bytes per tensor.
+pub(crate) const LEGACY_PREFIX: usize = 16 << 20;
+
+/// Check, from the first bytes of a legacy file (at most `LEGACY_PREFIX`, or the whole file), that the storages
+/// its pickles declare cover the file of `len` bytes exactly: a file of the wrong size is refused before the
+/// rest of it is read.
+pub(crate) fn check_legacy_size(prefix: &[u8], len: u64) -> R<()> {
+    let layout = LegacyLayout::read(prefix).map_err(|e| {
+        if (prefix.len() as u64) < len {
+            format!(
+                "{e} (in the first {} MiB of the file; the pickles of a checkpoint are far smaller)",
+                prefix.len() >> 20
+            )
+        } else {
+            e
+        }
+    })?;
+    match layout.file_size() {
+        Some(want) if want == len => Ok(()),
+        want => Err(format!(
+            "its pickles and the {} storages they declare take {} bytes, the file has {len}{}",
+            layout.storages.len(),
+            want.map_or("more than 2^64".to_string(), |w| w.to_string()),
+            if want.is_some_and(|w| w > len) { " (truncated?)" } else { " (expected exactly that many)" }
+        )),
+    }
+}
+
+/// The legacy format: magic, protocol version, system info, the state dict, the list of storage keys, then
+/// each storage as (i64 element count, raw little-endian elements) in that order, and nothing after.
+pub(crate) fn load_legacy(bytes: &[u8]) -> R<super::Loaded> {
+    let LegacyLayout { views, storages: ids, start } = LegacyLayout::read(bytes)?;
+    let mut pos = start;
+    let mut storages: HashMap<String, &[u8]> = HashMap::new();
+    for id in &ids {
+        let k = &id.key;
         let end = |pos: usize, n: usize| pos.checked_add(n).filter(|&e| e <= bytes.len());
         let head = end(pos, 8)
             .map(|e| &bytes[pos..e])
@@ -616,10 +808,15 @@ pub(crate) fn load_legacy(bytes: &[u8]) -> R<HashMap<String, Tensor>> {
         let stop = end(pos, len).ok_or_else(|| {
             format!("storage {k}: {len} bytes announced, the file has {} left (truncated?)", bytes.len() - pos)
         })?;
-        if storages.insert(k.clone(), &bytes[pos..stop]).is_some() {
-            return Err(format!("storage {k} is listed twice"));
-        }
+        storages.insert(k.clone(), &bytes[pos..stop]);
         pos = stop;
+    }
+    if pos != bytes.len() {
+        return Err(format!(
+            "its storages end at byte {pos}, the file has {} bytes ({} more, expected none)",
+            bytes.len(),
+            bytes.len() - pos
+        ));
     }
     materialise_all(views, &storages)
 }

@@ -19,10 +19,14 @@ pub(crate) const MAX_DEPTH: u32 = 256;
 /// What one object of candle's VM takes, without the bytes of its strings.
 const NODE: u64 = std::mem::size_of::<Object>() as u64;
 
-/// The bytes the unpacked objects may take in all (copies included) for a pickle of `len` bytes. A real state
-/// dict takes about 40 times its pickle's length (candle's objects are 56 bytes, and every BINPUT copies one).
+/// The most the objects of one pickle may take, however long it is.
+pub(crate) const MAX_BUDGET: u64 = 512 << 20;
+
+/// The bytes the unpacked objects may take in all (copies included) for a pickle of `len` bytes, through its
+/// STOP (what follows it, such as zeros that compress to nothing, earns nothing). A real state dict takes about
+/// 40 times its pickle's length (candle's objects are 56 bytes, and every BINPUT copies one).
 pub(crate) fn budget(len: usize) -> u64 {
-    128 * len as u64 + (4 << 20)
+    (128 * len as u64 + (4 << 20)).min(MAX_BUDGET)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +71,9 @@ pub(crate) fn check(b: &[u8]) -> R<usize> {
     dry_run(b).map(|(len, _)| len)
 }
 
-/// The dry run: the pickle's length through STOP, and the bytes its objects would take.
+/// The dry run: the pickle's length through STOP, and the bytes its objects would take. While it runs, the
+/// pickle's length is not known: it may spend what the longest pickle `b` could hold may take; at STOP, what
+/// its own length allows.
 fn dry_run(b: &[u8]) -> R<(usize, u64)> {
     let mut d =
         Dry { b, pos: 0, at: 0, stack: vec![], marks: vec![], memo: HashMap::new(), spent: 0, budget: budget(b.len()) };
@@ -75,6 +81,8 @@ fn dry_run(b: &[u8]) -> R<(usize, u64)> {
         d.at = d.pos;
         let op = d.take(1)?[0];
         if d.step(op)? {
+            d.budget = budget(d.pos);
+            d.spend(0)?;
             return Ok((d.pos, d.spent));
         }
     }
@@ -109,9 +117,9 @@ impl Dry<'_> {
         self.spent = self.spent.saturating_add(bytes);
         if self.spent > self.budget {
             return self.fail(format_args!(
-                "unpacking this pickle of {} bytes would take more than {} MiB (objects copied again and again \
-                 through the memo?); refused",
-                self.b.len(),
+                "unpacking this pickle (of {} bytes at most) would take more than {} MiB (objects copied again and \
+                 again through the memo?); refused",
+                if self.b[self.at] == b'.' { self.pos } else { self.b.len() },
                 self.budget >> 20
             ));
         }
