@@ -254,15 +254,23 @@ fn altered_lite0(
     p
 }
 
+/// `t[name]` with every value set by `f(index, value)`.
+fn set_values(
+    t: &mut std::collections::HashMap<String, candle_core::Tensor>,
+    name: &str,
+    f: impl Fn(usize, f32) -> f32,
+) {
+    let v = &t[name];
+    let data: Vec<f32> =
+        v.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().enumerate().map(|(i, x)| f(i, x)).collect();
+    t.insert(name.into(), candle_core::Tensor::from_vec(data, v.dims(), &candle_core::Device::Cpu).unwrap());
+}
+
 #[test]
-fn weights_that_are_not_finite_are_refused_naming_the_first_layer() {
+fn weights_that_are_not_finite_are_refused_naming_the_tensor() {
     let d = tempdir("nanw");
     let w = altered_lite0(&d, "nan.safetensors", |t| {
-        let k = "_blocks.3._depthwise_conv.weight";
-        let v = &t[k];
-        let mut data = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        data[0] = f32::NAN;
-        t.insert(k.into(), candle_core::Tensor::from_vec(data, v.dims(), &candle_core::Device::Cpu).unwrap());
+        set_values(t, "_blocks.3._depthwise_conv.weight", |i, x| if i == 5 { f32::NAN } else { x })
     });
     for cmd in ["classify", "explain"] {
         let (code, stdout, err) =
@@ -270,10 +278,30 @@ fn weights_that_are_not_finite_are_refused_naming_the_first_layer() {
                 [..if cmd == "classify" { 5 } else { 7 }]);
         no_crash(code, &err);
         assert_eq!(code, 1, "{cmd}: {err}");
-        assert!(err.contains("not finite") && err.contains("`blocks.3`"), "{cmd}: {err}");
+        assert!(err.contains("nan.safetensors") && err.contains("_blocks.3._depthwise_conv.weight"), "{err}");
+        assert!(err.contains("NaN at element 5"), "{cmd}: {err}");
+        assert_eq!(err.lines().count(), 1, "one error for the file, not one per image: {err}");
+        let v = json(&stdout, &err);
+        assert!(v["error"].as_str().unwrap().contains("_blocks.3._depthwise_conv.weight"), "{v}");
+    }
+}
+
+/// Finite weights so large that the logits overflow: an error naming the first layer whose output is not
+/// finite, never a prediction.
+#[test]
+fn logits_that_overflow_are_refused_naming_the_first_layer() {
+    let d = tempdir("overflow");
+    let w = altered_lite0(&d, "huge.safetensors", |t| set_values(t, "_fc.weight", |_, _| 3e38));
+    for cmd in ["classify", "explain"] {
+        let (code, stdout, err) =
+            run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
+                [..if cmd == "classify" { 5 } else { 7 }]);
+        no_crash(code, &err);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(err.contains("not finite") && err.contains("first layer whose output is not finite is `fc`"), "{err}");
         let v = json(&stdout, &err);
         assert_eq!(v["results"].as_array().unwrap().len(), 0);
-        assert!(v["errors"][0]["error"].as_str().unwrap().contains("blocks.3"));
+        assert!(v["errors"][0]["error"].as_str().unwrap().contains("`fc`"));
     }
 }
 
