@@ -17,23 +17,30 @@ fn pending() -> &'static Mutex<HashSet<PathBuf>> {
     P.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-fn track(p: &Path, on: bool) {
+/// Forget a temporary that was renamed into place or removed.
+fn untrack(p: &Path) {
     if let Ok(mut set) = pending().lock() {
-        if on {
-            set.insert(p.to_path_buf());
-        } else {
-            set.remove(p);
-        }
+        set.remove(p);
     }
 }
 
-/// Remove every temporary file this process has open or waiting for its rename (for a signal handler: an
-/// interrupted run leaves no `.gradcam-*.tmp` behind). Returns how many were removed.
+/// Remove every temporary file this process has open or waiting for its rename, for a signal handler that
+/// exits right after: an interrupted run leaves no `.gradcam-*.tmp` behind. The registry stays locked from then
+/// on, so that no other thread can create a temporary before the process ends (creation happens under the same
+/// lock). Returns how many were removed.
 pub fn remove_temporaries() -> usize {
-    let Ok(set) = pending().lock() else {
-        return 0;
-    };
-    set.iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+    let set = pending().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let n = set.iter().filter(|p| std::fs::remove_file(p).is_ok()).count();
+    std::mem::forget(set);
+    n
+}
+
+/// A temporary file in `dir`, created and registered under the registry's lock (see [`remove_temporaries`]).
+fn tracked_temp_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut set = pending().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tmp = temp_in(dir)?;
+    set.insert(tmp.path().to_path_buf());
+    Ok(tmp)
 }
 
 /// A temporary file in `dir`: exclusive creation at an unpredictable hidden name, with the permissions an
@@ -97,12 +104,11 @@ impl FileSet {
         if self.fail_at == Some(self.pending.len()) {
             return Err(Error::io(path, std::io::Error::other("simulated write failure (no space left on device)")));
         }
-        let mut tmp = temp_in(dir_of(path)).map_err(|e| Error::io(path, e))?;
-        track(tmp.path(), true);
+        let mut tmp = tracked_temp_in(dir_of(path)).map_err(|e| Error::io(path, e))?;
         let tmp_path = tmp.path().to_path_buf();
         if let Err(e) = fill(tmp.as_file_mut()) {
             drop(tmp);
-            track(&tmp_path, false);
+            untrack(&tmp_path);
             return Err(e);
         }
         self.pending.push((tmp.into_temp_path(), path.to_path_buf()));
@@ -125,13 +131,13 @@ impl FileSet {
         for (tmp, path) in pending.by_ref() {
             let tmp_path = tmp.to_path_buf();
             let r = tmp.persist(&path);
-            track(&tmp_path, false);
+            untrack(&tmp_path);
             if let Err(e) = r {
                 for p in &done {
                     let _ = std::fs::remove_file(p);
                 }
                 for (rest, _) in pending {
-                    track(&rest, false);
+                    untrack(&rest);
                 }
                 return Err(Error::io(&path, e.error));
             }
@@ -147,7 +153,7 @@ impl Drop for FileSet {
         for (tmp, _) in self.pending.drain(..) {
             let p = tmp.to_path_buf();
             drop(tmp);
-            track(&p, false);
+            untrack(&p);
         }
     }
 }
