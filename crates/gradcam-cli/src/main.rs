@@ -322,6 +322,9 @@ fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
     Ok(out)
 }
 
+/// The decoded photos a batch may hold together: a batch is run early rather than grow past it.
+const BATCH_PHOTO_BYTES: usize = 256 << 20;
+
 /// Prints results and errors as they come, above a progress bar when there is one.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -519,7 +522,12 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         });
         match decoded {
             Ok(input) => {
-                if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims()) {
+                // a batch holds inputs of one size, and photos of at most BATCH_PHOTO_BYTES together (eight
+                // 100-megapixel photos would take 2.4 GB before the network sees them)
+                let held: usize = batch.iter().map(|(_, b)| b.photo.as_raw().len()).sum();
+                if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims())
+                    || (!batch.is_empty() && held + input.photo.as_raw().len() > BATCH_PHOTO_BYTES)
+                {
                     run(&mut batch, &mut results, &mut errors);
                 }
                 batch.push((k, input));
