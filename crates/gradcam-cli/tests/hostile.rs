@@ -516,6 +516,7 @@ fn a_photo_at_the_pixel_limit_stays_within_a_gigabyte() {
     let v = json(&stdout, "");
     let o = v["results"][0]["explanations"][0]["files"]["overlay"].as_str().unwrap();
     assert_eq!(image::image_dimensions(o).unwrap(), (w, h));
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
