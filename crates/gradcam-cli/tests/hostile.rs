@@ -9,10 +9,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    gradcam(args)
-}
-
 fn no_crash(code: i32, err: &str) {
     assert!(code == 0 || code == 1, "exit code {code}: {err}");
     assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
@@ -64,7 +60,7 @@ fn folder_links_that_loop_are_walked_once_and_hidden_folders_skipped() {
     symlink(".", input.join("b")).unwrap();
     symlink("..", input.join("sub/up")).unwrap();
     let out = d.join("out");
-    let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v = json(&stdout, &err);
     let images: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
@@ -85,7 +81,7 @@ fn a_fifo_or_a_device_is_refused_not_read_forever() {
     // SAFETY: a plain libc call on a valid C string
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let out = d.join("out");
-    let (code, stdout, err) = run(&["explain", s(&input), "-o", s(&out), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&input), "-o", s(&out), "--json"]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     let v = json(&stdout, &err);
@@ -96,7 +92,7 @@ fn a_fifo_or_a_device_is_refused_not_read_forever() {
         vec!["classify", s(&example("chelsea.png")), "--labels", "/dev/zero"],
         vec!["classify", "/dev/zero"],
     ] {
-        let (code, _, err) = run(&args);
+        let (code, _, err) = gradcam(&args);
         no_crash(code, &err);
         assert_eq!(code, 1, "{args:?}");
         assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{args:?}: {err}");
@@ -122,7 +118,7 @@ fn links_planted_in_the_output_folder_are_replaced_not_followed() {
             let _ = symlink(&victim, out.join(format!(".chelsea.285.gradcam.overlay.png.{pid}.{n}.tmp")));
         }
     }
-    let (code, _, err) = run(&["explain", s(&example("chelsea.png")), "-o", s(&out), "--class", "285"]);
+    let (code, _, err) = gradcam(&["explain", s(&example("chelsea.png")), "-o", s(&out), "--class", "285"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     let meta = std::fs::symlink_metadata(out.join("chelsea.285.gradcam.overlay.png")).unwrap();
@@ -142,7 +138,7 @@ fn clashing_names_give_every_input_its_own_files_and_the_same_names_next_time() 
     std::fs::copy(example("rocket.jpg"), input.join("a/cat.jpg")).unwrap();
     let out = d.join("out");
     let go = || {
-        let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json", "--save-npy"]);
+        let (code, stdout, err) = gradcam(&["explain", s(&input), "-r", "-o", s(&out), "--json", "--save-npy"]);
         assert_eq!(code, 0, "{err}");
         json(&stdout, &err)
     };
@@ -173,7 +169,7 @@ fn a_very_long_name_is_shortened_and_stays_unique() {
     std::fs::copy(example("chelsea.png"), input.join(format!("{long}.png"))).unwrap();
     std::fs::copy(example("coffee.png"), input.join(format!("{long}.jpg.png"))).unwrap();
     let out = d.join("out");
-    let (code, stdout, err) = run(&["explain", s(&input), "-o", s(&out), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&input), "-o", s(&out), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v = json(&stdout, &err);
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
@@ -196,7 +192,7 @@ fn a_bad_input_fails_alone_in_a_batch() {
     let small = npy("small.npy", &[1, 3, 64, 48]);
     let empty = npy("empty.npy", &[1, 3, 0, 0]);
     let out = d.join("out");
-    let (code, stdout, err) = run(&[
+    let (code, stdout, err) = gradcam(&[
         "explain",
         s(&example("chelsea.png")),
         s(&example("coffee.png")),
@@ -229,13 +225,14 @@ fn tensor_inputs_obey_the_pixel_limit_and_must_be_finite() {
     data[3 * 32 + 5] = f32::NAN;
     let p = d.join("nan.npy");
     gradcam::npy::Array::new(vec![1, 3, 32, 32], data).write(&p).unwrap();
-    let (code, _, err) = run(&["explain", "--input-tensor", s(&p), "-o", s(&d.join("o"))]);
+    let (code, _, err) = gradcam(&["explain", "--input-tensor", s(&p), "-o", s(&d.join("o"))]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     assert!(err.contains("nan.npy") && err.contains("NaN") && err.contains("[0, 0, 3, 5]"), "{err}");
     let big = d.join("big.npy");
     gradcam::npy::Array::new(vec![1, 3, 64, 64], vec![0.0; 3 * 64 * 64]).write(&big).unwrap();
-    let (code, _, err) = run(&["explain", "--input-tensor", s(&big), "--max-pixels", "1000", "-o", s(&d.join("o"))]);
+    let (code, _, err) =
+        gradcam(&["explain", "--input-tensor", s(&big), "--max-pixels", "1000", "-o", s(&d.join("o"))]);
     assert_eq!(code, 1);
     assert!(err.contains("big.npy") && err.contains("--max-pixels"), "{err}");
 }
@@ -273,9 +270,10 @@ fn weights_that_are_not_finite_are_refused_naming_the_tensor() {
         set_values(t, "_blocks.3._depthwise_conv.weight", |i, x| if i == 5 { f32::NAN } else { x })
     });
     for cmd in ["classify", "explain"] {
-        let (code, stdout, err) =
-            run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
-                [..if cmd == "classify" { 5 } else { 7 }]);
+        let (code, stdout, err) = gradcam(
+            &[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
+                [..if cmd == "classify" { 5 } else { 7 }],
+        );
         no_crash(code, &err);
         assert_eq!(code, 1, "{cmd}: {err}");
         assert!(err.contains("nan.safetensors") && err.contains("_blocks.3._depthwise_conv.weight"), "{err}");
@@ -293,9 +291,10 @@ fn logits_that_overflow_are_refused_naming_the_first_layer() {
     let d = tempdir("overflow");
     let w = altered_lite0(&d, "huge.safetensors", |t| set_values(t, "_fc.weight", |_, _| 3e38));
     for cmd in ["classify", "explain"] {
-        let (code, stdout, err) =
-            run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
-                [..if cmd == "classify" { 5 } else { 7 }]);
+        let (code, stdout, err) = gradcam(
+            &[cmd, s(&example("chelsea.png")), "--weights", s(&w), "--json", "-o", s(&d.join("o"))]
+                [..if cmd == "classify" { 5 } else { 7 }],
+        );
         no_crash(code, &err);
         assert_eq!(code, 1, "{cmd}: {err}");
         assert!(err.contains("not finite") && err.contains("first layer whose output is not finite is `fc`"), "{err}");
@@ -314,7 +313,7 @@ fn a_classifier_without_classes_is_refused() {
         t.insert("_fc.bias".into(), candle_core::Tensor::zeros(0, candle_core::DType::F32, &dev).unwrap());
     });
     for cmd in ["classify", "explain"] {
-        let (code, _, err) = run(&[cmd, s(&example("chelsea.png")), "--weights", s(&w)]);
+        let (code, _, err) = gradcam(&[cmd, s(&example("chelsea.png")), "--weights", s(&w)]);
         no_crash(code, &err);
         assert_eq!(code, 1, "{cmd}");
         assert!(err.contains("zero.safetensors") && err.contains("0 classes"), "{cmd}: {err}");
@@ -328,14 +327,14 @@ fn labels_with_a_blank_line_or_repeated_names_never_shift_or_pick_silently() {
     names[3] = String::new();
     let blank = d.join("blank.txt");
     std::fs::write(&blank, names.join("\n")).unwrap();
-    let (code, _, err) = run(&["classify", s(&example("chelsea.png")), "--labels", s(&blank)]);
+    let (code, _, err) = gradcam(&["classify", s(&example("chelsea.png")), "--labels", s(&blank)]);
     assert_eq!(code, 1);
     assert!(err.contains("blank.txt") && err.contains("line 4 is blank"), "{err}");
     names[3] = "class1".into();
     let dup = d.join("dup.txt");
     std::fs::write(&dup, names.join("\n") + "\n\n").unwrap();
     let (code, _, err) =
-        run(&["explain", s(&example("chelsea.png")), "--labels", s(&dup), "--class", "class1", "-o", s(&d)]);
+        gradcam(&["explain", s(&example("chelsea.png")), "--labels", s(&dup), "--class", "class1", "-o", s(&d)]);
     assert_eq!(code, 1);
     assert!(err.contains("names 2 classes (1, 3)"), "{err}");
 }
@@ -354,19 +353,19 @@ fn options_out_of_range_are_refused_with_what_was_expected() {
     ] {
         let mut all = vec!["explain", s(&img), "-o", s(&d)];
         all.extend(args.iter());
-        let (code, _, err) = run(&all);
+        let (code, _, err) = gradcam(&all);
         no_crash(code, &err);
         assert_eq!(code, 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    let (code, out, err) = run(&["classify", s(&img), "-k", "0"]);
+    let (code, out, err) = gradcam(&["classify", s(&img), "-k", "0"]);
     assert_eq!(code, 1, "{out}");
     assert!(err.contains("-k 0"), "{err}");
-    let (code, _, err) = run(&["bench", "--model", "efficientnet_lite0", "--batch", "100000", "--what", "forward"]);
+    let (code, _, err) = gradcam(&["bench", "--model", "efficientnet_lite0", "--batch", "100000", "--what", "forward"]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     assert!(err.contains("--batch 100000") && err.contains("GB"), "{err}");
-    let (code, out, _) = run(&["explain", "--help"]);
+    let (code, out, _) = gradcam(&["explain", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("scorecam") && out.contains("ablationcam"), "{out}");
 }
@@ -377,7 +376,7 @@ fn messages_say_each_cause_once_without_backtraces_and_json_errors_are_json() {
     // an output "folder" that is a file
     let file = d.join("file");
     std::fs::write(&file, b"x").unwrap();
-    let (code, stdout, err) = run(&["explain", s(&example("chelsea.png")), "-o", s(&file), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&example("chelsea.png")), "-o", s(&file), "--json"]);
     assert_eq!(code, 1);
     assert_eq!(err.matches("(os error").count(), 1, "{err}");
     let v = json(&stdout, &err);
@@ -409,7 +408,7 @@ fn a_file_name_that_is_not_utf8_is_reported_losslessly() {
     let raw: &[u8] = b"caf\xe9.png"; // Latin-1 é
     let p = d.join(std::ffi::OsStr::from_bytes(raw));
     std::fs::copy(example("chelsea.png"), &p).unwrap();
-    let (code, stdout, err) = run(&["explain", s(&d), "-o", s(&d.join("out")), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&d), "-o", s(&d.join("out")), "--json"]);
     assert_eq!(code, 0, "{err}");
     let v = json(&stdout, &err);
     let r = &v["results"][0];
@@ -527,7 +526,7 @@ fn an_output_folder_inside_the_input_folder_is_not_explained_again() {
     std::fs::copy(example("chelsea.png"), input.join("cat.png")).unwrap();
     let out = input.join("gradcam-out");
     for _ in 0..2 {
-        let (code, stdout, err) = run(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
+        let (code, stdout, err) = gradcam(&["explain", s(&input), "-r", "-o", s(&out), "--json"]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1, "{stdout}");
     }
@@ -558,7 +557,7 @@ fn an_image_or_tensor_with_a_side_over_65535_pixels_is_refused() {
     gradcam::npy::Array::new(vec![1, 3, 1, 70_000], vec![0.0; 3 * 70_000]).write(&t).unwrap();
     let out = d.join("out");
     let (code, stdout, err) =
-        run(&["explain", s(&paths[0]), s(&paths[1]), "--input-tensor", s(&t), "-o", s(&out), "--json"]);
+        gradcam(&["explain", s(&paths[0]), s(&paths[1]), "--input-tensor", s(&t), "-o", s(&out), "--json"]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     let v = json(&stdout, &err);
@@ -578,7 +577,7 @@ fn the_output_folder_as_input_does_not_feed_on_its_own_pictures_and_one_file_is_
     std::fs::copy(example("chelsea.png"), dir.join("cat.png")).unwrap();
     for _ in 0..3 {
         let (code, stdout, err) =
-            run(&["explain", s(&dir), "-o", s(&dir), "--json", "--save-npy", "--method", "gradcam,guided-gradcam"]);
+            gradcam(&["explain", s(&dir), "-o", s(&dir), "--json", "--save-npy", "--method", "gradcam,guided-gradcam"]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1, "{stdout}");
     }
@@ -586,10 +585,10 @@ fn the_output_folder_as_input_does_not_feed_on_its_own_pictures_and_one_file_is_
     let cat = dir.join("cat.png");
     let dotted = format!("{}/./cat.png", dir.display());
     let up = format!("{}/../photos/cat.png", dir.display());
-    let (code, stdout, err) = run(&["classify", s(&cat), &dotted, &up, s(&cat), "--json"]);
+    let (code, stdout, err) = gradcam(&["classify", s(&cat), &dotted, &up, s(&cat), "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1);
-    let (code, stdout, err) = run(&["explain", s(&cat), &dotted, &up, "-o", s(&d.join("o")), "--json"]);
+    let (code, stdout, err) = gradcam(&["explain", s(&cat), &dotted, &up, "-o", s(&d.join("o")), "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&stdout, &err)["results"].as_array().unwrap().len(), 1);
 }
@@ -602,7 +601,7 @@ fn names_with_control_characters_cannot_forge_lines_or_drive_the_terminal() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("evil\nerror: fake.png"), b"not an image").unwrap();
     std::fs::write(dir.join("esc\u{1b}[31mred.png"), b"not an image").unwrap();
-    let (code, stdout, err) = run(&["explain", s(&dir), "-o", s(&d.join("o"))]);
+    let (code, stdout, err) = gradcam(&["explain", s(&dir), "-o", s(&d.join("o"))]);
     assert_eq!(code, 1);
     assert!(!err.contains('\u{1b}') && !stdout.contains('\u{1b}'), "{err:?}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 2, "{err}");
@@ -610,7 +609,7 @@ fn names_with_control_characters_cannot_forge_lines_or_drive_the_terminal() {
     names[285] = "\u{1b}[2Jcat".into();
     let labels = d.join("labels.txt");
     std::fs::write(&labels, names.join("\n")).unwrap();
-    let (code, stdout, _) = run(&["classify", s(&example("chelsea.png")), "--labels", s(&labels)]);
+    let (code, stdout, _) = gradcam(&["classify", s(&example("chelsea.png")), "--labels", s(&labels)]);
     assert_eq!(code, 0);
     assert!(!stdout.contains('\u{1b}') && stdout.contains("\\u{1b}[2Jcat"), "{stdout}");
 }
@@ -619,22 +618,22 @@ fn names_with_control_characters_cannot_forge_lines_or_drive_the_terminal() {
 fn more_values_out_of_range_are_refused() {
     let d = tempdir("range2");
     let img = example("chelsea.png");
-    let (code, _, err) = run(&["explain", s(&img), "--class", "top1001", "-o", s(&d)]);
+    let (code, _, err) = gradcam(&["explain", s(&img), "--class", "top1001", "-o", s(&d)]);
     assert_eq!(code, 1);
     assert!(err.contains("top1001") && err.contains("1000 classes"), "{err}");
-    let (code, _, err) = run(&["bench", "--reps", "18446744073709551615", "--what", "forward", "--batch", "1"]);
+    let (code, _, err) = gradcam(&["bench", "--reps", "18446744073709551615", "--what", "forward", "--batch", "1"]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     assert!(err.contains("--reps"), "{err}");
     let big = d.join("big.npy");
     gradcam::npy::Array::new(vec![1, 3, 8, 8], vec![1e38; 3 * 64]).write(&big).unwrap();
-    let (code, _, err) = run(&["explain", "--input-tensor", s(&big), "-o", s(&d)]);
+    let (code, _, err) = gradcam(&["explain", "--input-tensor", s(&big), "-o", s(&d)]);
     no_crash(code, &err);
     assert_eq!(code, 1);
     assert!(err.contains("big.npy") && err.contains("normalised image"), "{err}");
     let short = d.join("short.txt");
     std::fs::write(&short, "a\nb\n").unwrap();
-    let (code, _, err) = run(&["classify", s(&img), "--labels", s(&short)]);
+    let (code, _, err) = gradcam(&["classify", s(&img), "--labels", s(&short)]);
     assert_eq!(code, 1);
     assert!(err.contains("short.txt") && err.contains("2 labels for a model with 1000 classes"), "{err}");
 }

@@ -300,17 +300,8 @@ pub(crate) fn read_regular_file(
     check: impl FnOnce(&mut Peek) -> std::result::Result<(), String>,
 ) -> Result<Vec<u8>> {
     use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let meta = crate::util::file_to_read(path, "a file", true)?;
     let t = meta.file_type();
-    #[cfg(unix)]
-    let pipe = std::os::unix::fs::FileTypeExt::is_fifo(&t);
-    #[cfg(not(unix))]
-    let pipe = false;
-    if !t.is_file() && !pipe {
-        let what = if t.is_dir() { "a directory" } else { "a device or special file" };
-        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("is {what}, expected a file"));
-        return Err(Error::io(path, e));
-    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut peek = Peek { file, len: t.is_file().then_some(meta.len()), head: Vec::new(), eof: false };
     check(&mut peek).map_err(|m| Error::invalid(format!("{}: {m}", path.display())))?;

@@ -55,10 +55,7 @@ pub fn load_rgb(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage> {
 /// over `limits`, and refusing a file that is not a whole image (what PIL refuses, for JPEG).
 pub fn load_rgb_with(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<RgbImage> {
     let path = path.as_ref();
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::image(path, "is a folder, not an image"));
-    }
+    let meta = crate::util::file_to_read(path, "an image file", false)?;
     if meta.len() == 0 {
         return Err(Error::image(path, "the file is empty (0 bytes)"));
     }
@@ -284,28 +281,8 @@ fn to_rgb8(mut buf: Vec<u8>, c: ColorType, w: u32, h: u32, budget: &Budget) -> R
             }
             buf
         }
-        ColorType::Rgb16 | ColorType::Rgba16 => {
-            let stride = c.bytes_per_pixel() as usize;
-            for i in 0..n {
-                let p = stride * i;
-                let v = [u16_at(&buf, p), u16_at(&buf, p + 2), u16_at(&buf, p + 4)];
-                for (k, v) in v.into_iter().enumerate() {
-                    buf[3 * i + k] = u16_to_u8(v);
-                }
-            }
-            buf
-        }
-        ColorType::Rgb32F | ColorType::Rgba32F => {
-            let stride = c.bytes_per_pixel() as usize;
-            for i in 0..n {
-                let p = stride * i;
-                let v = [f32_at(&buf, p), f32_at(&buf, p + 4), f32_at(&buf, p + 8)];
-                for (k, v) in v.into_iter().enumerate() {
-                    buf[3 * i + k] = f32_to_u8(v);
-                }
-            }
-            buf
-        }
+        ColorType::Rgb16 | ColorType::Rgba16 => rgb_in_place(buf, n, c, 2, |b, p| u16_to_u8(u16_at(b, p))),
+        ColorType::Rgb32F | ColorType::Rgba32F => rgb_in_place(buf, n, c, 4, |b, p| f32_to_u8(f32_at(b, p))),
         ColorType::L8 => grey(&|b, p| b[p], 1, &buf)?,
         ColorType::La8 => grey(&|b, p| b[p], 2, &buf)?,
         ColorType::L16 => grey(&|b, p| u16_to_u8(u16_at(b, p)), 2, &buf)?,
@@ -316,6 +293,24 @@ fn to_rgb8(mut buf: Vec<u8>, c: ColorType, w: u32, h: u32, budget: &Budget) -> R
     buf.truncate(n * 3);
     buf.shrink_to_fit();
     RgbImage::from_raw(w, h, buf).ok_or_else(|| budget.bad("the decoded pixels do not fill the image"))
+}
+
+/// Pixels of colour `c` (3 or 4 samples of `sample_bytes` each) made 8-bit RGB in their own buffer: pixel i's
+/// three bytes land at 3i, before any sample still to be read.
+fn rgb_in_place(
+    mut buf: Vec<u8>,
+    n: usize,
+    c: ColorType,
+    sample_bytes: usize,
+    to_u8: impl Fn(&[u8], usize) -> u8,
+) -> Vec<u8> {
+    let stride = c.bytes_per_pixel() as usize;
+    for i in 0..n {
+        let p = stride * i;
+        let v = [0, 1, 2].map(|k| to_u8(&buf, p + k * sample_bytes));
+        buf[3 * i..3 * i + 3].copy_from_slice(&v);
+    }
+    buf
 }
 
 fn image_error(budget: &Budget, e: image::ImageError) -> Error {

@@ -100,6 +100,8 @@ pub struct Network {
     stages: Vec<(String, Box<dyn Stage>)>,
     /// Other names of stage outputs (`layer4` → `layer4.2`).
     aliases: Vec<(String, usize)>,
+    /// Bytes of the stages' outputs for one image of the input size (found once, by a pass of zeros).
+    stage_bytes: std::sync::OnceLock<u64>,
 }
 
 /// A layer a user may target.
@@ -122,7 +124,8 @@ impl Network {
         stages: Vec<(String, Box<dyn Stage>)>,
         aliases: Vec<(String, usize)>,
     ) -> Self {
-        Network { name: name.into(), input_size, normalization, num_classes, device, stages, aliases }
+        let stage_bytes = std::sync::OnceLock::new();
+        Network { name: name.into(), input_size, normalization, num_classes, device, stages, aliases, stage_bytes }
     }
 
     /// The logits of a (N, 3, H, W) batch.
@@ -294,9 +297,14 @@ impl Network {
     /// outputs, f32. A taped pass keeps each stage's input and a few intermediates besides (an inverted
     /// bottleneck's expanded tensors among them): see [`Network::pass_bytes_estimate`].
     pub fn activation_bytes(&self, h: usize, w: usize) -> Result<u64> {
-        let shapes = self.stage_shapes()?;
+        let at_input = match self.stage_bytes.get() {
+            Some(b) => *b,
+            None => {
+                let b = self.stage_shapes()?.iter().map(|s| s.iter().product::<usize>() as u64 * 4).sum();
+                *self.stage_bytes.get_or_init(|| b)
+            }
+        };
         let (ih, iw) = self.input_size;
-        let at_input: u64 = shapes.iter().map(|s| s.iter().product::<usize>() as u64 * 4).sum();
         // activations scale with the pixels
         Ok(((at_input as f64) * (h as f64 * w as f64) / (ih as f64 * iw as f64)).ceil() as u64)
     }

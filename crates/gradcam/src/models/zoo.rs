@@ -192,7 +192,6 @@ pub fn resolve_weights(model: &str, weights: Option<&str>) -> Result<PathBuf> {
             if !p.exists() {
                 return Err(Error::invalid(format!("{}: no such weights file", p.display())));
             }
-            crate::util::regular_file(&p, "a checkpoint file (safetensors, PyTorch zip or legacy .pth)")?;
             Ok(p)
         }
         None => match &spec.source {
