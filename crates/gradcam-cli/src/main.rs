@@ -638,11 +638,17 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
     }
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
+    let isa = gradcam::ops::isa::current();
+    let forced = if std::env::var_os(gradcam::ops::isa::ENV).is_some() { ", set by GRADCAM_ISA" } else { "" };
     let peak = gradcam::bench::fma_peak_gflops();
     let mut rows = vec![];
     if !json {
+        println!(
+            "kernels: {isa}{forced} (this CPU runs {})",
+            gradcam::ops::isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+        );
         match peak {
-            Some(p) => println!("{threads} threads; multiply-add peak of this machine {p:.0} GFLOP/s (all threads)"),
+            Some(p) => println!("{threads} threads; multiply-add peak with these vectors {p:.0} GFLOP/s (all threads)"),
             None => println!("{threads} threads"),
         }
         println!(
@@ -689,7 +695,7 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "threads": threads, "fma_peak_gflops": peak, "rows": rows, "peak_rss_bytes": rss
+                "threads": threads, "isa": isa.name(), "fma_peak_gflops": peak, "rows": rows, "peak_rss_bytes": rss
             }))?
         );
     } else if let Some(p) = rss {
@@ -716,6 +722,8 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn run(cmd: &Cmd) -> Result<ExitCode> {
+    // the kernels' instruction set, once: a bad GRADCAM_ISA is an error before anything else
+    gradcam::ops::isa::init()?;
     match cmd {
         Cmd::Classify { images, model, top, json } => classify_cmd(images, model, *top, *json),
         Cmd::Explain(a) => explain_cmd(a),
