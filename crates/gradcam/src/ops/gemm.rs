@@ -330,6 +330,7 @@ fn tiled_on(
 
 /// The product by tiles of `T`, whose instruction set the caller checked the CPU has.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn tiled<T: Tiles>(
     d: Shared,
     start: Start,
@@ -602,5 +603,40 @@ mod tests {
         matches_a_triple_loop_on_odd_sizes(Isa::Avx2);
         fused_bias_and_activation_match_the_separate_steps(Isa::Avx2);
         tiles_equal_the_gemm_crate_bit_for_bit(Isa::Avx2);
+    }
+
+    /// Figures, not a check: GFLOP/s of each instruction set's tiles on the shapes of ResNet-50's layers
+    /// (`cargo test --release -p gradcam --lib gemm_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a benchmark: prints figures"]
+    fn gemm_speed() {
+        for (m, k, n) in [
+            (64, 576, 3136),
+            (128, 1152, 784),
+            (256, 2304, 196),
+            (512, 4608, 49),
+            (2048, 512, 49),
+            (512, 2048, 49),
+            (1024, 256, 196),
+        ] {
+            let a: Vec<f32> = crate::util::xorshift_unit(1, m * k);
+            let b: Vec<f32> = crate::util::xorshift_unit(2, k * n);
+            let bias = vec![0.1f32; m];
+            let mut line = format!("{m:>5}x{k:>5}x{n:>5}");
+            for isa in crate::ops::isa::available() {
+                let mut dst = vec![0f32; m * n];
+                let reps = (2e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        matmul_bias_act_into_on(isa, &mut dst, &bias, &a, k, 1, &b, m, n, k, Some(Activation::Relu));
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                line += &format!("  {isa} {:>6.0}", 2.0 * (m * n * k) as f64 / best / 1e9);
+            }
+            println!("{line}");
+        }
     }
 }

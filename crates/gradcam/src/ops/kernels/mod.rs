@@ -24,6 +24,7 @@ pub(crate) mod avx512;
 pub(crate) mod scalar;
 
 /// What a product tile adds its block's sums to on the way out.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Add {
     Nothing,
@@ -35,6 +36,7 @@ pub(crate) enum Add {
 /// A register-blocked tile of the matrix product: `rows` ≤ `MR` rows × `cols` ≤ `NV · LANES` columns of dst
 /// over `kc` steps of k, each element summed from zero by fused multiply-adds in the order of k, then added to
 /// `add` and passed through `act` in its one store.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) trait Tiles {
     /// f32 lanes per vector.
     const LANES: usize;
