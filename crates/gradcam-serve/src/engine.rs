@@ -101,7 +101,8 @@ fn worker(rx: &Mutex<Receiver<Job>>, model: &Model, delay: Duration) {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| (job.work)(model))).unwrap_or_else(|p| {
+        let Job { work, reply, _permit: permit, .. } = job;
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model))).unwrap_or_else(|p| {
             let what =
                 p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(ApiError::internal(format!(
@@ -109,6 +110,8 @@ fn worker(rx: &Mutex<Receiver<Job>>, model: &Model, delay: Duration) {
                 what.unwrap_or_else(|| "panic".into())
             )))
         });
-        let _ = job.reply.send(r);
+        // the slot is free before the client hears the answer
+        drop(permit);
+        let _ = reply.send(r);
     }
 }
