@@ -37,7 +37,10 @@ pub fn router(state: AppRef) -> Router {
         .route("/app.js", get(|| async { assets::page("text/javascript; charset=utf-8", assets::APP_JS) }))
         .route("/app.css", get(|| async { assets::page("text/css; charset=utf-8", assets::APP_CSS) }))
         .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(|| async { json_response(StatusCode::OK, assets::OPENAPI_JSON.as_bytes().to_vec()) }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { json_response(StatusCode::OK, assets::OPENAPI_JSON.as_bytes().to_vec()) }),
+        )
         .route("/v1/models", get(models))
         .route("/v1/layers", get(layers))
         .route("/v1/examples", get(examples))
@@ -130,11 +133,8 @@ async fn layers(State(s): State<AppRef>, req: Request) -> Response {
 }
 
 async fn examples(State(s): State<AppRef>) -> Response {
-    let list: Vec<serde_json::Value> = s
-        .examples
-        .iter()
-        .map(|n| serde_json::json!({"name": n, "url": format!("/v1/examples/{n}")}))
-        .collect();
+    let list: Vec<serde_json::Value> =
+        s.examples.iter().map(|n| serde_json::json!({"name": n, "url": format!("/v1/examples/{n}")})).collect();
     json_value(&serde_json::json!({"examples": list}))
 }
 
@@ -457,7 +457,9 @@ async fn explain(State(s): State<AppRef>, req: Request) -> Response {
                     let mut report = r.report;
                     for (e, f) in report.explanations.iter_mut().zip(&r.files) {
                         let url = |k: Kind| {
-                            f.get(k).map(|b| data_url(if k == Kind::Npy { "application/octet-stream" } else { "image/png" }, b))
+                            f.get(k).map(|b| {
+                                data_url(if k == Kind::Npy { "application/octet-stream" } else { "image/png" }, b)
+                            })
                         };
                         e.files.overlay = url(Kind::Overlay);
                         e.files.heatmap = url(Kind::Heatmap);

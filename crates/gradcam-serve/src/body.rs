@@ -22,10 +22,8 @@ pub struct Upload {
 
 /// Read the body, at most `limit` bytes; past it, up to `drain` more are read and dropped before the 413.
 pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize, drain: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let over = |n: u64| {
         ApiError::too_large(format!(
             "the request body is {n} bytes or more, over the limit of {limit} bytes (the server's --max-body)"

@@ -103,8 +103,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, model: &Model, delay: Duration) {
         }
         let Job { work, reply, _permit: permit, .. } = job;
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model))).unwrap_or_else(|p| {
-            let what =
-                p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(ApiError::internal(format!(
                 "internal error (a bug in gradcam; please report it with the input): {}",
                 what.unwrap_or_else(|| "panic".into())

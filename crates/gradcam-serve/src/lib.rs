@@ -7,8 +7,8 @@
 
 pub mod api;
 mod assets;
-pub mod cli;
 mod body;
+pub mod cli;
 mod engine;
 mod error;
 mod query;

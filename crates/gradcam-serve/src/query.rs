@@ -11,9 +11,10 @@ pub fn parse(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         let dec = |s: &str| {
-            percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| {
-                ApiError::bad(format!("query parameter `{part}`: not UTF-8 once percent-decoded"))
-            })
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| ApiError::bad(format!("query parameter `{part}`: not UTF-8 once percent-decoded")))
         };
         out.push((normalize(&dec(k)?), dec(v)?));
     }
@@ -30,7 +31,11 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn new(mut pairs: Vec<(String, String)>, form: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub fn new(
+        mut pairs: Vec<(String, String)>,
+        form: Vec<(String, String)>,
+        allowed: &[&str],
+    ) -> Result<Self, ApiError> {
         pairs.extend(form.into_iter().map(|(k, v)| (normalize(&k), v)));
         if let Some((k, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
             return Err(ApiError::bad(format!("unknown parameter `{k}`; this endpoint takes: {}", allowed.join(", "))));

@@ -321,14 +321,12 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     png.finish()
 }
 
+/// The paper's box, the (row, column) of the peak, and the PNG pictures asked.
+type MapPictures = (Option<BBox>, (usize, usize), Vec<Vec<u8>>);
+
 /// As `render::write_map_pictures`: the map enlarged to the photo's size row by row, the box and the peak, and
 /// the pictures of `kinds` (overlay, heatmap, mask) as PNG bytes, in that order.
-fn map_pictures(
-    photo: &RgbImage,
-    map: &Map,
-    style: Style,
-    kinds: &[Kind],
-) -> Result<(Option<BBox>, (usize, usize), Vec<Vec<u8>>)> {
+fn map_pictures(photo: &RgbImage, map: &Map, style: Style, kinds: &[Kind]) -> Result<MapPictures> {
     let (pw, ph) = (photo.width() as usize, photo.height() as usize);
     let rows = map.rows(ph, pw);
     let mut r = vec![0f32; pw];
