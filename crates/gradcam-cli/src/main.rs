@@ -74,6 +74,8 @@ enum Cmd {
     },
     /// The models gradcam knows.
     Models,
+    /// A web page to explore a model, and an HTTP API (classify, explain), on 127.0.0.1:8080 by default.
+    Serve(gradcam_serve::cli::Args),
     /// Speed figures: median time per image of forward, methods and Guided Backprop; peak memory.
     Bench {
         /// Models (pretrained weights when cached, else synthetic ones: the speed is the same).
@@ -730,6 +732,7 @@ fn run(cmd: &Cmd) -> Result<ExitCode> {
         Cmd::Layers { model } => layers_cmd(model),
         Cmd::Bench { model, batch, what, reps, json } => bench_cmd(model, batch, what, *reps, *json),
         Cmd::Models => models_cmd(),
+        Cmd::Serve(a) => gradcam_serve::cli::main(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
     }
 }
 
