@@ -397,6 +397,7 @@ fn tiled<T: Tiles>(
                             a_rs,
                             a_cs,
                             bp,
+                            b.as_ptr_range().end,
                             tab,
                             kc,
                             rows,

@@ -179,6 +179,10 @@ mod tests {
                     correlate_on(isa, &mut p, 0.5, &src, &starts, &w, act);
                     correlate_on(Isa::Scalar, &mut q, 0.5, &src, &starts, &w, act);
                     assert_eq!(bits(&p), bits(&q), "{isa} correlate {act:?} n = {n} nan = {with_nan}");
+                    // src ending right after the last tap's reads: the tails must not read past it
+                    let tight = &src[..200 + n];
+                    correlate_on(isa, &mut p, 0.5, tight, &starts, &w, act);
+                    assert_eq!(bits(&p), bits(&q), "{isa} correlate, tight source, {act:?} n = {n}");
                 }
                 for act in [Activation::Relu, Activation::Relu6] {
                     let (mut p, mut q) = (src[..n].to_vec(), src[..n].to_vec());

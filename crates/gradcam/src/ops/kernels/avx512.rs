@@ -187,6 +187,7 @@ impl Tiles for Tiles512 {
         a_rs: usize,
         a_cs: usize,
         b: *const f32,
+        _b_end: *const f32,
         tab: *const usize,
         kc: usize,
         rows: usize,

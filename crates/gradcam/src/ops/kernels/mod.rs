@@ -46,11 +46,14 @@ pub(crate) trait Tiles {
     const MR: usize;
 
     /// One tile. B's rows are `ldd` apart from `b`, or, where `tab` is not null, row j starts at `b + tab[j]`;
-    /// A's element (i, j) is at `a + i·a_rs + j·a_cs`; dst's rows are `ldd` apart.
+    /// A's element (i, j) is at `a + i·a_rs + j·a_cs`; dst's rows are `ldd` apart. `b_end` is the end of the
+    /// buffer B lies in: a set may read whole vectors of B past a row's last column where they end before it
+    /// (the extra lanes are never stored).
     ///
     /// # Safety
     /// The CPU must have the set; dst (rows × cols), a (rows × kc), b (kc rows of cols) and tab (kc entries)
-    /// must be valid for those elements, and no other thread may write the same elements of dst.
+    /// must be valid for those elements, everything from b's first row to `b_end` readable, and no other thread
+    /// may write the same elements of dst.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         dst: *mut f32,
@@ -59,6 +62,7 @@ pub(crate) trait Tiles {
         a_rs: usize,
         a_cs: usize,
         b: *const f32,
+        b_end: *const f32,
         tab: *const usize,
         kc: usize,
         rows: usize,
