@@ -656,12 +656,8 @@ fn write_outputs(
             let pp = &opts.pictures;
             let (o, h, k) =
                 (kind(pp.overlay, "overlay.png"), kind(pp.heatmap, "heatmap.png"), kind(pp.mask, "mask.png"));
-            let style = render::Style {
-                colormap: opts.colormap,
-                alpha: opts.alpha,
-                threshold: opts.threshold,
-                png: opts.png,
-            };
+            let style =
+                render::Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold, png: opts.png };
             files.overlay = o.as_ref().map(|p| p.display().to_string());
             files.heatmap = h.as_ref().map(|p| p.display().to_string());
             files.mask = k.as_ref().map(|p| p.display().to_string());
