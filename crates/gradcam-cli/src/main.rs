@@ -159,7 +159,7 @@ struct ExplainArgs {
     #[arg(long, default_value = "fast")]
     png_compression: String,
     /// Skip the inputs an earlier run into the same --out finished with the same options (their files all
-    /// there, whole): an interrupted run picks up where it stopped. The run is recorded in --out/.gradcam-run.jsonl.
+    /// there, whole): an interrupted run picks up where it stopped. The run is recorded in --out/.gradcam_run.jsonl.
     #[arg(long)]
     resume: bool,
     /// Figures of the run on stderr at the end: inputs per second, the network's share of the wall time.

@@ -1,4 +1,4 @@
-//! The run's manifest, for `--resume`: `.gradcam-run.jsonl` in the output folder (hidden: never taken as an
+//! The run's manifest, for `--resume`: `.gradcam_run.jsonl` in the output folder (hidden: never taken as an
 //! input). Its first line records the options that shape the outputs; every later line one finished input:
 //! its key (the path as given), its output prefix, its files with their sizes, and its report entry.
 //!
@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub const NAME: &str = ".gradcam-run.jsonl";
+pub const NAME: &str = ".gradcam_run.jsonl";
 const FORMAT: u64 = 1;
 
 /// An earlier run's record of one input.

@@ -92,7 +92,7 @@ fn killed_runs_resumed_end_with_the_files_and_report_of_an_uninterrupted_run() {
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL: no clean-up
         child.wait().unwrap();
-        let manifest = std::fs::read_to_string(killed.join(".gradcam-run.jsonl")).unwrap_or_default();
+        let manifest = std::fs::read_to_string(killed.join(".gradcam_run.jsonl")).unwrap_or_default();
         let done = manifest.lines().count().saturating_sub(1);
         if !finished && done < n {
             partial += 1;
@@ -109,8 +109,8 @@ fn killed_runs_resumed_end_with_the_files_and_report_of_an_uninterrupted_run() {
     assert_eq!(shown(&got, &killed), shown(&want, &whole));
     // the same files, byte for byte, and no temporary left
     let (mut a, mut b) = (files_of(&whole), files_of(&killed));
-    a.remove(".gradcam-run.jsonl").unwrap();
-    b.remove(".gradcam-run.jsonl").unwrap();
+    a.remove(".gradcam_run.jsonl").unwrap();
+    b.remove(".gradcam_run.jsonl").unwrap();
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, bytes) in &a {
         assert!(b[name] == *bytes, "{name} differs");
@@ -130,7 +130,7 @@ fn resume_skips_what_is_done_and_redoes_what_is_missing_or_torn() {
     // p01's heat map gone, a torn line at the manifest's end (a kill during its write)
     let h1 = find(&out, "p01.", ".heatmap.png");
     std::fs::remove_file(out.join(&h1)).unwrap();
-    let m = out.join(".gradcam-run.jsonl");
+    let m = out.join(".gradcam_run.jsonl");
     let mut text = std::fs::read_to_string(&m).unwrap();
     text.push_str("{\"key\":\"path:torn");
     std::fs::write(&m, text).unwrap();
