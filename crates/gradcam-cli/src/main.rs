@@ -69,7 +69,7 @@ enum Cmd {
         json: bool,
     },
     /// Class activation maps, Guided Backprop and Guided Grad-CAM, with pictures.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// The layers of a model a CAM can target, with their output shapes.
     Layers {
         #[command(flatten)]
@@ -484,16 +484,20 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
     let namer = Namer::new(&all_inputs);
     // the run's record: what an interrupted run finished, for --resume
     let recorded = run_options(a, &net, &opts);
-    let (mut manifest, earlier) = if a.resume {
-        match manifest::Manifest::resume(&a.out, &recorded)? {
-            Some((m, e)) => (m, e),
-            None => {
-                eprintln!("--resume: no earlier run recorded in {}: starting from the first input", a.out.display());
-                (manifest::Manifest::fresh(&a.out, &recorded)?, Default::default())
+    let earlier_run = if a.resume { manifest::Manifest::resume(&a.out, &recorded)? } else { None };
+    if a.resume && earlier_run.is_none() {
+        eprintln!("--resume: no earlier run recorded in {}: starting from the first input", a.out.display());
+    }
+    // a record that cannot be written (a full disk) costs the next --resume its skips, not this run its work
+    let (mut manifest, earlier) = match earlier_run {
+        Some((m, e)) => (Some(m), e),
+        None => match manifest::Manifest::fresh(&a.out, &recorded) {
+            Ok(m) => (Some(m), Default::default()),
+            Err(e) => {
+                eprintln!("warning: {e:#}; a later --resume will start from the first input");
+                (None, Default::default())
             }
-        }
-    } else {
-        (manifest::Manifest::fresh(&a.out, &recorded)?, Default::default())
+        },
     };
     let mut resumed: Vec<Option<manifest::Entry>> = (0..jobs.len()).map(|_| None).collect();
     if a.resume {
@@ -550,7 +554,7 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         batch_size: a.batch_size,
         writers: a.writers,
     };
-    let mut record_failed = false;
+    let mut recording = true;
     let stats = pipeline::run(&setup, &jobs, |k, outcome| {
         let path = &jobs[k].path;
         let result = match outcome {
@@ -558,19 +562,21 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
                 pr.report(&rep);
                 serde_json::to_value(&*rep).map_err(|e| format!("internal error: the report: {e}")).map(|v| (v, true))
             }
-            pipeline::Outcome::Resumed => match resumed[k].as_ref().map(|e| manifest.report(e)) {
-                Some(Ok(v)) => Ok((v, false)),
-                Some(Err(e)) => Err(format!("cannot read what the earlier run recorded: {e:#}")),
-                None => Err("internal error: no record of the earlier run".into()),
+            pipeline::Outcome::Resumed => match (resumed[k].as_ref(), manifest.as_mut()) {
+                (Some(e), Some(m)) => match m.report(e) {
+                    Ok(v) => Ok((v, false)),
+                    Err(e) => Err(format!("cannot read what the earlier run recorded: {e:#}")),
+                },
+                _ => Err("internal error: no record of the earlier run".into()),
             },
             pipeline::Outcome::Failed(msg) => Err(msg),
         };
         match result {
             Ok((v, new)) => {
-                if new && !record_failed {
-                    if let Err(e) = manifest.append(&manifest::key(path), namer.prefix(k), &v) {
-                        pr.say(format!("warning: {e:#}; --resume will redo the inputs from here on"), true);
-                        record_failed = true;
+                if let (true, true, Some(m)) = (new, recording, manifest.as_mut()) {
+                    if let Err(e) = m.append(&manifest::key(path), namer.prefix(k), &v) {
+                        pr.say(format!("warning: {e:#}; a later --resume will redo the inputs from here on"), true);
+                        recording = false;
                     }
                 }
                 if a.jsonl {

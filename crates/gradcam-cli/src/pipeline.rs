@@ -227,11 +227,9 @@ fn network(s: &Setup, rx: Receiver<Item>, tx: SyncSender<Item>, budget: &Budget,
         let t = Instant::now();
         let ok = tx.send(item);
         stats.blocked += t.elapsed();
-        if let Err(mpsc::SendError(item)) = ok {
-            // the writers are gone (they only stop when this sender does): give the budget back anyway
-            if let Item::Computed(_, i, _) | Item::Input(_, i) = item {
-                budget.give(photo_bytes(&i));
-            }
+        // the writers are gone (they only stop when this sender does): give the budget back anyway
+        if let Err(mpsc::SendError(Item::Computed(_, i, _) | Item::Input(_, i))) = ok {
+            budget.give(photo_bytes(&i));
         }
     };
     let run = |batch: &mut Vec<(usize, Box<Input>)>, stats: &mut Stats| {
