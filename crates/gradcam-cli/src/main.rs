@@ -77,6 +77,8 @@ enum Cmd {
     },
     /// The models gradcam knows.
     Models,
+    /// A web page to explore a model, and an HTTP API (classify, explain), on 127.0.0.1:8080 by default.
+    Serve(gradcam_serve::cli::Args),
     /// Speed figures: median time per image of forward, methods and Guided Backprop; peak memory.
     Bench {
         /// Models (pretrained weights when cached, else synthetic ones: the speed is the same).
@@ -739,11 +741,17 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
     }
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
+    let isa = gradcam::ops::isa::current();
+    let forced = if std::env::var_os(gradcam::ops::isa::ENV).is_some() { ", set by GRADCAM_ISA" } else { "" };
     let peak = gradcam::bench::fma_peak_gflops();
     let mut rows = vec![];
     if !json {
+        println!(
+            "kernels: {isa}{forced} (this CPU runs {})",
+            gradcam::ops::isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+        );
         match peak {
-            Some(p) => println!("{threads} threads; multiply-add peak of this machine {p:.0} GFLOP/s (all threads)"),
+            Some(p) => println!("{threads} threads; multiply-add peak with these vectors {p:.0} GFLOP/s (all threads)"),
             None => println!("{threads} threads"),
         }
         println!(
@@ -790,7 +798,7 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "threads": threads, "fma_peak_gflops": peak, "rows": rows, "peak_rss_bytes": rss
+                "threads": threads, "isa": isa.name(), "fma_peak_gflops": peak, "rows": rows, "peak_rss_bytes": rss
             }))?
         );
     } else if let Some(p) = rss {
@@ -817,12 +825,15 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn run(cmd: &Cmd) -> Result<ExitCode> {
+    // the kernels' instruction set, once: a bad GRADCAM_ISA is an error before anything else
+    gradcam::ops::isa::init()?;
     match cmd {
         Cmd::Classify { images, model, top, json } => classify_cmd(images, model, *top, *json),
         Cmd::Explain(a) => explain_cmd(a),
         Cmd::Layers { model } => layers_cmd(model),
         Cmd::Bench { model, batch, what, reps, json } => bench_cmd(model, batch, what, *reps, *json),
         Cmd::Models => models_cmd(),
+        Cmd::Serve(a) => gradcam_serve::cli::main(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
     }
 }
 

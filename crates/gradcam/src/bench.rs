@@ -86,22 +86,27 @@ pub fn run(net: &Network, layer: &str, batch: usize, what: &[String], reps: usiz
 }
 
 /// The machine's multiply-add throughput, in GFLOP/s, on every thread of the pool at once: each runs 12
-/// independent chains of fused multiply-adds on the widest vectors the CPU has (AVX-512, else AVX2 with FMA)
-/// (the best of three rounds). The ceiling the kernels' GFLOP/s compare with. None on other CPUs.
+/// independent chains of fused multiply-adds on the vectors of the instruction set the kernels run with
+/// ([`crate::ops::isa::current`]: AVX-512, or AVX2 with FMA; for the scalar set, whose products the `gemm`
+/// crate runs with the widest vectors the CPU has, those) (the best of three rounds). The ceiling the
+/// kernels' GFLOP/s compare with. None on other CPUs.
 pub fn fma_peak_gflops() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
-        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
-            16
-        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            8
-        } else {
-            return None;
+        use crate::ops::isa::Isa;
+        let isa = match crate::ops::isa::current() {
+            Isa::Scalar => Isa::best(),
+            i => i,
+        };
+        let lanes = match isa {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Scalar => return None,
         };
         let iters: u64 = 400_000_000 / lanes;
         let run = || {
             let t = Instant::now();
-            // SAFETY: the features were detected above
+            // SAFETY: the CPU has the set (`current` and `best` return only such)
             let sink = unsafe {
                 if lanes == 16 {
                     fma_chains_avx512(iters)

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 pub use crate::naming::Namer;
 
+/// The same explanations made in memory, without files (for `gradcam serve`).
+pub mod memory;
+
 pub const GUIDED_BACKPROP: &str = "guided-backprop";
 pub const GUIDED_GRADCAM: &str = "guided-gradcam";
 

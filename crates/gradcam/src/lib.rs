@@ -34,6 +34,8 @@ use candle_core::Device;
 
 /// Load a zoo model: `weights` is a file, `synthetic`, or None for the pretrained weights.
 pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Network> {
+    // a bad GRADCAM_ISA is an error here, before anything runs on a set the user did not ask for
+    ops::isa::init()?;
     let w = match weights {
         Some("synthetic") => weights::Weights::Synthetic,
         w => weights::Weights::load(models::zoo::resolve_weights(name, w)?)?,

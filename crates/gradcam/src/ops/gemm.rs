@@ -1,25 +1,26 @@
 //! The matrix product of the convolutions: dst (m×n) (+)= A (m×k, any strides) · B (k×n, rows n apart).
 //!
 //! B is row-major (an image's pixels, im2col's columns, or an output gradient) and A a weight matrix, read
-//! through strides (transposed in the backward passes), so no packing is needed: an AVX-512 tile keeps 6 rows ×
-//! 64 columns of dst in 24 registers across a block of k, loading 4 vectors of a row of B and broadcasting 6
-//! values of A per step (24 fused multiply-adds). Columns are cut into tiles of up to 4 vectors (the last vector
-//! masked), k into blocks whose tile of B stays in the core's L2 while every row tile of A passes over it. Tiles are spread over
-//! the rayon pool. The bias, the accumulation onto dst and the activation happen in the tile's one store.
+//! through strides (transposed in the backward passes), so no packing is needed: a register-blocked tile of the
+//! instruction set `isa::current` chose (`kernels/`: AVX-512, 6 rows × 4 vectors of 16; AVX2, 6 rows × 2
+//! vectors of 8) keeps a block of dst in registers across a block of k, loading a row of B and broadcasting
+//! values of A per step. Columns are cut into tiles, k into blocks whose tile of B stays in the core's L2 while
+//! every row tile of A passes over it. Tiles are spread over the rayon pool. The bias, the accumulation onto dst
+//! and the activation happen in the tile's one store. The scalar set uses the `gemm` crate (with its own
+//! dispatch).
 //!
-//! Every element is computed exactly as the `gemm` crate computes it (the path on machines without AVX-512, and
-//! the one the golden tests were first passed with), whatever the tiling or the number of threads: k is cut into
-//! the same blocks (see [`k_block`]), each block is summed from zero by fused multiply-adds in the order of k,
-//! and its sum is added to what dst holds (the bias, for the first block of a convolution). So the tiles change
-//! the speed, never a figure.
+//! Every element is computed exactly as the `gemm` crate computes it (the scalar set's path, and the one the
+//! golden tests were first passed with), whatever the instruction set, the tiling or the number of threads: k
+//! is cut into the same blocks (see [`k_block`]), each block is summed from zero by fused multiply-adds in the
+//! order of k, and its sum is added to what dst holds (the bias, for the first block of a convolution). So the
+//! tiles change the speed, never a figure.
 
 use super::act::Activation;
+use super::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use super::kernels::{avx2::Tiles256, avx512::Tiles512};
+use super::kernels::{Add, Tiles};
 use rayon::prelude::*;
-
-/// Vectors (of 16 columns) per tile, at most.
-const NV: usize = 4;
-/// Rows per tile.
-const MR: usize = 6;
 
 /// The depth of the k blocks, as the `gemm` crate (0.19) cuts them for this product: each block's sum is
 /// added to dst, so the blocks decide the rounding. k is split into equal blocks of at most 512 (its
@@ -37,7 +38,7 @@ fn k_block(m: usize, n: usize, k: usize) -> usize {
 }
 
 /// dst (m×n, row stride n) = (dst if `accumulate`, else 0) + a (m×k; element (i, j) at `i·a_rs + j·a_cs`) ·
-/// b (k×n, row stride n): the AVX-512 tiles where the CPU has them, else the `gemm` crate (same figures).
+/// b (k×n, row stride n): the tiles of the chosen instruction set, or the `gemm` crate (same figures).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     dst: &mut [f32],
@@ -50,12 +51,29 @@ pub(crate) fn matmul(
     n: usize,
     k: usize,
 ) {
-    if !tiles_available() || m == 0 || n == 0 || k == 0 {
+    matmul_on(isa::current(), dst, accumulate, a, a_rs, a_cs, b, m, n, k)
+}
+
+/// [`matmul`] with the given instruction set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_on(
+    isa: Isa,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    if isa == Isa::Scalar || m == 0 || n == 0 || k == 0 {
         return matmul_crate(dst, accumulate, a, a_rs, a_cs, b, m, n, k);
     }
     check(dst.len(), a, a_rs, a_cs, b, m, n, k);
     let start = if accumulate { Start::Dst } else { Start::Zero };
-    tiled(Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, None, m, n, k, None);
+    tiled_on(isa, Shared(dst.as_mut_ptr()), start, a, a_rs, a_cs, b, None, m, n, k, None);
 }
 
 /// The sizes every product checks before touching memory through raw pointers.
@@ -117,19 +135,28 @@ fn matmul_crate(
     }
 }
 
-/// Whether this CPU runs the AVX-512 tiles.
-pub(crate) fn tiles_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        return true;
-    }
-    false
-}
-
 /// dst (m×n, uninitialised) = act(bias[i] + a · b) on every element: a convolution's output written once (with
-/// the tiles; without AVX-512, bias fill, the `gemm` crate and an activation pass).
+/// the tiles; with the scalar set, bias fill, the `gemm` crate and an activation pass).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_bias_act(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    bias: &[f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Option<Activation>,
+) {
+    matmul_bias_act_on(isa::current(), dst, bias, a, a_rs, a_cs, b, m, n, k, act)
+}
+
+/// [`matmul_bias_act`] with the given instruction set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_bias_act_on(
+    isa: Isa,
     dst: &mut [std::mem::MaybeUninit<f32>],
     bias: &[f32],
     a: &[f32],
@@ -146,20 +173,9 @@ pub(crate) fn matmul_bias_act(
     if m == 0 || n == 0 {
         return;
     }
-    if tiles_available() {
-        return tiled(
-            Shared(dst.as_mut_ptr().cast()),
-            Start::Bias(bias.as_ptr()),
-            a,
-            a_rs,
-            a_cs,
-            b,
-            None,
-            m,
-            n,
-            k,
-            act,
-        );
+    if isa != Isa::Scalar {
+        let (d, start) = (Shared(dst.as_mut_ptr().cast()), Start::Bias(bias.as_ptr()));
+        return tiled_on(isa, d, start, a, a_rs, a_cs, b, None, m, n, k, act);
     }
     for (row, b) in dst[..m * n].chunks_mut(n).zip(bias) {
         row.fill(std::mem::MaybeUninit::new(*b));
@@ -168,7 +184,7 @@ pub(crate) fn matmul_bias_act(
     let dst = unsafe { &mut *(&mut dst[..m * n] as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
     matmul_crate(dst, true, a, a_rs, a_cs, b, m, n, k);
     if let Some(act) = act {
-        dst.par_chunks_mut(1 << 14).for_each(|c| super::simd::activate(c, act));
+        dst.par_chunks_mut(1 << 14).for_each(|c| super::simd::activate_on(isa, c, act));
     }
 }
 
@@ -186,9 +202,27 @@ pub(crate) fn matmul_bias_act_into(
     k: usize,
     act: Option<Activation>,
 ) {
+    matmul_bias_act_into_on(isa::current(), dst, bias, a, a_rs, a_cs, b, m, n, k, act)
+}
+
+/// [`matmul_bias_act_into`] with the given instruction set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_bias_act_into_on(
+    isa: Isa,
+    dst: &mut [f32],
+    bias: &[f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Option<Activation>,
+) {
     // SAFETY: f32 and MaybeUninit<f32> have the same layout, and only initialised values are written
     let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-    matmul_bias_act(dst, bias, a, a_rs, a_cs, b, m, n, k, act)
+    matmul_bias_act_on(isa, dst, bias, a, a_rs, a_cs, b, m, n, k, act)
 }
 
 /// [`matmul_bias_act`] with B's rows anywhere in `b`: row j is `b[b_rows[j]..b_rows[j] + n]` (a convolution
@@ -208,21 +242,40 @@ pub(crate) fn matmul_bias_act_rows(
     k: usize,
     act: Option<Activation>,
 ) {
+    matmul_bias_act_rows_on(isa::current(), dst, bias, a, a_rs, a_cs, b, b_rows, m, n, k, act)
+}
+
+/// [`matmul_bias_act_rows`] with the given instruction set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_bias_act_rows_on(
+    isa: Isa,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    bias: &[f32],
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rows: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Option<Activation>,
+) {
     assert!(b_rows.len() == k && b_rows.iter().all(|r| r + n <= b.len()), "matmul_bias_act_rows: rows");
     assert!(dst.len() >= m * n && bias.len() >= m && k > 0, "matmul_bias_act_rows: sizes");
     assert!(m == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul_bias_act_rows: a too short");
     if m == 0 || n == 0 {
         return;
     }
-    if tiles_available() {
+    if isa != Isa::Scalar {
         let (d, start) = (Shared(dst.as_mut_ptr().cast()), Start::Bias(bias.as_ptr()));
-        return tiled(d, start, a, a_rs, a_cs, b, Some(b_rows), m, n, k, act);
+        return tiled_on(isa, d, start, a, a_rs, a_cs, b, Some(b_rows), m, n, k, act);
     }
     let mut rows = Vec::with_capacity(k * n);
     for r in b_rows {
         rows.extend_from_slice(&b[*r..r + n]);
     }
-    matmul_bias_act(dst, bias, a, a_rs, a_cs, &rows, m, n, k, act)
+    matmul_bias_act_on(isa, dst, bias, a, a_rs, a_cs, &rows, m, n, k, act)
 }
 
 /// What the first k block's sum is added to: nothing, dst, or the row's bias. Later blocks add to dst.
@@ -249,8 +302,10 @@ impl Shared {
     }
 }
 
+/// The tiles of `isa` (not the scalar set, which has none).
 #[allow(clippy::too_many_arguments)]
-fn tiled(
+fn tiled_on(
+    isa: Isa,
     d: Shared,
     start: Start,
     a: &[f32],
@@ -263,18 +318,44 @@ fn tiled(
     k: usize,
     act: Option<Activation>,
 ) {
-    // Columns are cut into tiles of at most 4 vectors, spread evenly (13 vectors: 4+3+3+3, not 4+4+4+1): a
-    // one-vector tile does 6 multiply-adds per 7 loads and would run at half speed.
-    let vectors = n.div_ceil(16);
-    let col_tiles = vectors.div_ceil(NV);
+    assert!(isa.available(), "matmul: this CPU has no {isa}");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => tiled::<Tiles512>(d, start, a, a_rs, a_cs, b, b_rows, m, n, k, act),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => tiled::<Tiles256>(d, start, a, a_rs, a_cs, b, b_rows, m, n, k, act),
+        _ => unreachable!("the {isa} set has no tiles: its products go to the gemm crate"),
+    }
+}
+
+/// The product by tiles of `T`, whose instruction set the caller checked the CPU has.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn tiled<T: Tiles>(
+    d: Shared,
+    start: Start,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rows: Option<&[usize]>,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Option<Activation>,
+) {
+    // Columns are cut into tiles of at most NV vectors, spread evenly (AVX-512, 13 vectors: 4+3+3+3, not
+    // 4+4+4+1): a one-vector tile does MR multiply-adds per MR + 1 loads and would run at half speed.
+    let vectors = n.div_ceil(T::LANES);
+    let col_tiles = vectors.div_ceil(T::NV);
     let (base, extra) = (vectors / col_tiles, vectors % col_tiles);
-    let tile_at = move |t: usize| 16 * (t * base + t.min(extra));
-    let row_tiles = m.div_ceil(MR);
+    let tile_at = move |t: usize| T::LANES * (t * base + t.min(extra));
+    let row_tiles = m.div_ceil(T::MR);
     let kb = k_block(m, n, k);
-    // Narrow products (up to 4 column tiles: a k block of B is then at most 512 KB, in L2) take all their
-    // columns in every job, so that each 6-row strip of A is read once and reused across the columns; wide
-    // ones one column tile per job. Rows are cut into groups until there are enough jobs to balance the pool.
-    let tiles_per_job = if col_tiles <= 4 { col_tiles } else { 1 };
+    // Narrow products (up to 256 columns: a k block of B is then at most 512 KB, in L2) take all their
+    // columns in every job, so that each strip of A is read once and reused across the columns; wide ones one
+    // column tile per job. Rows are cut into groups until there are enough jobs to balance the pool.
+    let tiles_per_job = if n <= 256 { col_tiles } else { 1 };
     let col_groups = col_tiles.div_ceil(tiles_per_job);
     let want = 4 * super::threads();
     let groups = if col_groups >= want { 1 } else { want.div_ceil(col_groups).min(row_tiles) };
@@ -283,14 +364,14 @@ fn tiled(
     let job = move |j: usize| {
         let (cg, gi) = (j / groups, j % groups);
         let (t_lo, t_hi) = (cg * tiles_per_job, ((cg + 1) * tiles_per_job).min(col_tiles));
-        let (r_lo, r_hi) = (gi * per_group * MR, ((gi + 1) * per_group * MR).min(m));
+        let (r_lo, r_hi) = (gi * per_group * T::MR, ((gi + 1) * per_group * T::MR).min(m));
         let mut k0 = 0;
         while k0 < k {
             let kc = kb.min(k - k0);
             let act = if k0 + kc == k { act } else { None };
             let mut r0 = r_lo;
             while r0 < r_hi {
-                let rows = MR.min(r_hi - r0);
+                let rows = T::MR.min(r_hi - r0);
                 let add = match start {
                     _ if k0 > 0 => Add::Dst,
                     Start::Zero => Add::Nothing,
@@ -300,19 +381,16 @@ fn tiled(
                 for ct in t_lo..t_hi {
                     let c0 = tile_at(ct);
                     let cols = (tile_at(ct + 1) - c0).min(n - c0);
-                    #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("no AVX-512 tiles here ({add:?}, {act:?}, {cols})");
-                    // SAFETY: AVX-512F is there (checked by the caller); rows r0..r0+rows < m and columns
+                    // SAFETY: the CPU has T's set (checked by the caller); rows r0..r0+rows < m and columns
                     // c0..c0+cols ≤ n of dst, rows k0..k0+kc < k of b, and A's elements (r0 + i, k0 + j) with
                     // i < rows, j < kc lie within `a` (checked in `check`); this job alone writes those
                     // elements of dst.
-                    #[cfg(target_arch = "x86_64")]
                     unsafe {
                         let (bp, tab) = match b_rows {
                             None => (b.as_ptr().add(k0 * n + c0), std::ptr::null()),
                             Some(t) => (b.as_ptr().add(c0), t.as_ptr().add(k0)),
                         };
-                        tile(
+                        T::tile(
                             d.at(r0 * n + c0),
                             n,
                             a.as_ptr().add(r0 * a_rs + k0 * a_cs),
@@ -338,126 +416,6 @@ fn tiled(
         (0..jobs).for_each(job);
     } else {
         (0..jobs).into_par_iter().for_each(job);
-    }
-}
-
-/// What a tile adds its block's sums to on the way out.
-#[derive(Clone, Copy, Debug)]
-enum Add {
-    Nothing,
-    Dst,
-    /// bias[row]
-    Bias(*const f32),
-}
-
-/// One tile of `rows` ≤ 6 rows and `cols` ≤ 64 columns over `kc` steps of k. B's rows are `ldd` apart from
-/// `b`, or, where `tab` is not null, row j starts at `b + tab[j]`.
-///
-/// # Safety
-/// AVX-512F must be available; dst, a, b and tab must be valid for the elements named in `tiled`.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile(
-    dst: *mut f32,
-    ldd: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    tab: *const usize,
-    kc: usize,
-    rows: usize,
-    cols: usize,
-    add: Add,
-    act: Option<Activation>,
-) {
-    let v = cols.div_ceil(16);
-    let last = cols - (v - 1) * 16;
-    let mask: u16 = if last == 16 { u16::MAX } else { ((1u32 << last) - 1) as u16 };
-    macro_rules! go {
-        ($r:literal, $v:literal) => {
-            if tab.is_null() {
-                kernel::<$r, $v, false>(dst, ldd, a, a_rs, a_cs, b, tab, kc, mask, add, act)
-            } else {
-                kernel::<$r, $v, true>(dst, ldd, a, a_rs, a_cs, b, tab, kc, mask, add, act)
-            }
-        };
-    }
-    macro_rules! by_v {
-        ($r:literal) => {
-            match v {
-                1 => go!($r, 1),
-                2 => go!($r, 2),
-                3 => go!($r, 3),
-                _ => go!($r, 4),
-            }
-        };
-    }
-    match rows {
-        1 => by_v!(1),
-        2 => by_v!(2),
-        3 => by_v!(3),
-        4 => by_v!(4),
-        5 => by_v!(5),
-        _ => by_v!(6),
-    }
-}
-
-/// R rows × V vectors; the last vector's lanes limited by `mask`; the sums over this k block (from zero, in the
-/// order of k) added to `add`, then `act` applied (as `Activation::apply` computes it) on the way out.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn kernel<const R: usize, const V: usize, const TAB: bool>(
-    dst: *mut f32,
-    ldd: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    tab: *const usize,
-    kc: usize,
-    mask: u16,
-    add: Add,
-    act: Option<Activation>,
-) {
-    use std::arch::x86_64::*;
-    let m = |j: usize| if j + 1 == V { mask } else { u16::MAX };
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
-    let mut bp = b;
-    let mut ap = a;
-    for j in 0..kc {
-        if TAB {
-            bp = b.add(*tab.add(j));
-        }
-        let mut x = [_mm512_setzero_ps(); V];
-        for (j, xv) in x.iter_mut().enumerate() {
-            *xv =
-                if j + 1 == V { _mm512_maskz_loadu_ps(mask, bp.add(16 * j)) } else { _mm512_loadu_ps(bp.add(16 * j)) };
-        }
-        for (r, row) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_ps(*ap.add(r * a_rs));
-            for (c, xv) in row.iter_mut().zip(&x) {
-                *c = _mm512_fmadd_ps(w, *xv, *c);
-            }
-        }
-        if !TAB {
-            bp = bp.add(ldd);
-        }
-        ap = ap.add(a_cs);
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (j, c) in row.iter().enumerate() {
-            let at = dst.add(r * ldd + 16 * j);
-            let c = match add {
-                Add::Nothing => *c,
-                Add::Dst => _mm512_add_ps(*c, _mm512_maskz_loadu_ps(m(j), at)),
-                Add::Bias(bias) => _mm512_add_ps(*c, _mm512_set1_ps(*bias.add(r))),
-            };
-            _mm512_mask_storeu_ps(at, m(j), super::simd::act_avx512(c, act));
-        }
     }
 }
 
@@ -488,11 +446,11 @@ mod tests {
         }
     }
 
-    /// Odd sizes around the tile edges (6 rows, 16/64/256 columns, 512-deep k blocks), both layouts of A:
-    /// `matmul` (the `gemm` crate) with and without accumulation and, where the CPU has AVX-512, the tiles
-    /// at every size, against a double-precision triple loop.
-    #[test]
-    fn matches_a_triple_loop_on_odd_sizes() {
+    /// Odd sizes around the tile edges (6 rows, 8/16/64/256 columns, 512-deep k blocks), both layouts of A:
+    /// `matmul` with and without accumulation, and the tiles from a zero bias, against a double-precision
+    /// triple loop.
+    fn matches_a_triple_loop_on_odd_sizes(isa: Isa) {
+        assert!(isa.available(), "built where the CPU had {isa} (build.rs), run where it has not: rebuild");
         let sizes = [
             (1, 1, 1),
             (5, 17, 3),
@@ -524,15 +482,14 @@ mod tests {
                     let tol = 1e-6 * (k as f32).sqrt() * 4.0;
                     let worst = |got: &[f32]| got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
                     let mut ours = init.clone();
-                    matmul(&mut ours, acc, &a, rs, cs, &b, m, n, k);
+                    matmul_on(isa, &mut ours, acc, &a, rs, cs, &b, m, n, k);
                     let w = worst(&ours);
-                    assert!(w <= tol, "matmul {m}x{n}x{k} transposed={transposed} acc={acc}: off by {w}");
-                    if tiles_available() && !acc {
-                        // the tiles from a zero bias
+                    assert!(w <= tol, "{isa} matmul {m}x{n}x{k} transposed={transposed} acc={acc}: off by {w}");
+                    if !acc {
                         let mut tiles = init.clone();
-                        matmul_bias_act_into(&mut tiles, &vec![0.0; m], &a, rs, cs, &b, m, n, k, None);
+                        matmul_bias_act_into_on(isa, &mut tiles, &vec![0.0; m], &a, rs, cs, &b, m, n, k, None);
                         let w = worst(&tiles);
-                        assert!(w <= tol, "tiles with bias {m}x{n}x{k} transposed={transposed}: off by {w}");
+                        assert!(w <= tol, "{isa} with a bias {m}x{n}x{k} transposed={transposed}: off by {w}");
                     }
                 }
             }
@@ -541,13 +498,8 @@ mod tests {
 
     /// Bias and activation fused into the tiles' stores equal the product, plus the bias, then the
     /// activation as `Activation::apply` computes it (NaN included).
-    #[test]
-    fn fused_bias_and_activation_match_the_separate_steps() {
+    fn fused_bias_and_activation_match_the_separate_steps(isa: Isa) {
         let (m, n, k) = (13, 530, 70);
-        if !tiles_available() {
-            eprintln!("no AVX-512 here: the tiles are not used, nothing to compare");
-            return;
-        }
         let a: Vec<f32> = crate::util::xorshift_unit(11, m * k).into_iter().map(|v| 4.0 * v - 2.0).collect();
         let mut b: Vec<f32> = crate::util::xorshift_unit(12, k * n).into_iter().map(|v| 4.0 * v - 2.0).collect();
         b[3] = f32::NAN;
@@ -559,7 +511,7 @@ mod tests {
                 want.iter_mut().for_each(|v| *v = act.apply(*v));
             }
             let mut ours = vec![0f32; m * n];
-            matmul_bias_act_into(&mut ours, &bias, &a, k, 1, &b, m, n, k, act);
+            matmul_bias_act_into_on(isa, &mut ours, &bias, &a, k, 1, &b, m, n, k, act);
             for (i, (x, y)) in ours.iter().zip(&want).enumerate() {
                 assert!(
                     (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 * y.abs().max(1.0),
@@ -574,12 +526,8 @@ mod tests {
     /// zero in the order of k and added to dst), so they change no figure: bit-for-bit equality on shapes of the
     /// models' layers (k within one block, split into 2–9 blocks, both dimensions ≤ 64), both layouts of A, with
     /// and without accumulation, with a bias.
-    #[test]
-    fn tiles_equal_the_gemm_crate_bit_for_bit() {
-        if !tiles_available() {
-            eprintln!("no AVX-512 here: matmul is the gemm crate itself, nothing to compare");
-            return;
-        }
+    fn tiles_equal_the_gemm_crate_bit_for_bit(isa: Isa) {
+        assert!(isa.available(), "built where the CPU had {isa} (build.rs), run where it has not: rebuild");
         let shapes = [
             (480, 80, 196),
             (112, 672, 196),
@@ -594,6 +542,9 @@ mod tests {
             (64, 64, 64),
             (65, 1025, 64),
             (13, 27, 530),
+            (6, 9, 8),
+            (5, 33, 17),
+            (64, 147, 3000),
         ];
         for (i, (m, k, n)) in shapes.into_iter().enumerate() {
             let seed = 100 + 10 * i as u64;
@@ -607,16 +558,85 @@ mod tests {
                 let (rs, cs) = if transposed { (1, m) } else { (k, 1) };
                 for acc in [false, true] {
                     let (mut ours, mut theirs) = (init.clone(), init.clone());
-                    matmul(&mut ours, acc, &a, rs, cs, &b, m, n, k);
+                    matmul_on(isa, &mut ours, acc, &a, rs, cs, &b, m, n, k);
                     matmul_crate(&mut theirs, acc, &a, rs, cs, &b, m, n, k);
-                    assert!(same(&ours, &theirs), "{m}x{n}x{k} transposed={transposed} acc={acc}");
+                    assert!(same(&ours, &theirs), "{isa} {m}x{n}x{k} transposed={transposed} acc={acc}");
                 }
                 let mut theirs: Vec<f32> = (0..m * n).map(|j| bias[j / n]).collect();
                 matmul_crate(&mut theirs, true, &a, rs, cs, &b, m, n, k);
                 let mut ours = vec![f32::NAN; m * n];
-                matmul_bias_act_into(&mut ours, &bias, &a, rs, cs, &b, m, n, k, None);
-                assert!(same(&ours, &theirs), "{m}x{n}x{k} transposed={transposed} with a bias");
+                matmul_bias_act_into_on(isa, &mut ours, &bias, &a, rs, cs, &b, m, n, k, None);
+                assert!(same(&ours, &theirs), "{isa} {m}x{n}x{k} transposed={transposed} with a bias");
+                // B's rows through a row table (in reverse order of memory): the same figures
+                let moved: Vec<f32> = (0..k).rev().flat_map(|j| b[j * n..(j + 1) * n].iter().copied()).collect();
+                let table: Vec<usize> = (0..k).map(|j| (k - 1 - j) * n).collect();
+                let mut rows = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+                matmul_bias_act_rows_on(isa, &mut rows, &bias, &a, rs, cs, &moved, &table, m, n, k, None);
+                // SAFETY: every element was initialised above
+                let rows: Vec<f32> = rows.iter().map(|v| unsafe { v.assume_init() }).collect();
+                assert!(same(&rows, &theirs), "{isa} {m}x{n}x{k} transposed={transposed} through a row table");
             }
+        }
+    }
+
+    #[test]
+    fn scalar_matches_a_triple_loop_on_odd_sizes() {
+        matches_a_triple_loop_on_odd_sizes(Isa::Scalar);
+    }
+
+    #[test]
+    fn scalar_fuses_bias_and_activation_as_the_separate_steps() {
+        fused_bias_and_activation_match_the_separate_steps(Isa::Scalar);
+    }
+
+    #[test]
+    #[cfg_attr(not(has_avx512), ignore = "this CPU has no AVX-512F: its tiles cannot run here")]
+    fn avx512_tiles_match_a_triple_loop_fuse_and_equal_the_gemm_crate() {
+        matches_a_triple_loop_on_odd_sizes(Isa::Avx512);
+        fused_bias_and_activation_match_the_separate_steps(Isa::Avx512);
+        tiles_equal_the_gemm_crate_bit_for_bit(Isa::Avx512);
+    }
+
+    #[test]
+    #[cfg_attr(not(has_avx2), ignore = "this CPU has no AVX2 with FMA: its tiles cannot run here")]
+    fn avx2_tiles_match_a_triple_loop_fuse_and_equal_the_gemm_crate() {
+        matches_a_triple_loop_on_odd_sizes(Isa::Avx2);
+        fused_bias_and_activation_match_the_separate_steps(Isa::Avx2);
+        tiles_equal_the_gemm_crate_bit_for_bit(Isa::Avx2);
+    }
+
+    /// Figures, not a check: GFLOP/s of each instruction set's tiles on the shapes of ResNet-50's layers
+    /// (`cargo test --release -p gradcam --lib gemm_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a benchmark: prints figures"]
+    fn gemm_speed() {
+        for (m, k, n) in [
+            (64, 576, 3136),
+            (128, 1152, 784),
+            (256, 2304, 196),
+            (512, 4608, 49),
+            (2048, 512, 49),
+            (512, 2048, 49),
+            (1024, 256, 196),
+        ] {
+            let a: Vec<f32> = crate::util::xorshift_unit(1, m * k);
+            let b: Vec<f32> = crate::util::xorshift_unit(2, k * n);
+            let bias = vec![0.1f32; m];
+            let mut line = format!("{m:>5}x{k:>5}x{n:>5}");
+            for isa in crate::ops::isa::available() {
+                let mut dst = vec![0f32; m * n];
+                let reps = (2e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        matmul_bias_act_into_on(isa, &mut dst, &bias, &a, k, 1, &b, m, n, k, Some(Activation::Relu));
+                    }
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                line += &format!("  {isa} {:>6.0}", 2.0 * (m * n * k) as f64 / best / 1e9);
+            }
+            println!("{line}");
         }
     }
 }

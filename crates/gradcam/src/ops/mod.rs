@@ -4,11 +4,16 @@
 //!   only the input gradient (weights are constants here);
 //! - [`pool`]: max-pool with padding and an argmax backward;
 //! - [`act`]: ReLU / ReLU6 with PyTorch's gradient at the kinks, and their guided twins for Guided Backprop.
+//!
+//! Their inner loops (`gemm.rs`, `simd.rs`) run on the instruction set [`isa`] chooses, once per process,
+//! from `kernels/` (one module per set).
 
 pub mod act;
 pub mod conv;
 mod depthwise;
 mod gemm;
+pub mod isa;
+mod kernels;
 mod phases;
 pub mod pool;
 mod simd;
