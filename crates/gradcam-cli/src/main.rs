@@ -1,9 +1,12 @@
 //! `gradcam`: the command line over the gradcam library.
 
+mod manifest;
+mod pipeline;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gradcam::cam::Score;
-use gradcam::explain::{self, ClassSpec, Input, Namer, Options, Report};
+use gradcam::explain::{self, ClassSpec, Input, Namer, Options, Pictures, Report};
 use gradcam::image::ImageLimits;
 use gradcam::labels::Labels;
 use gradcam::models::zoo;
@@ -66,7 +69,7 @@ enum Cmd {
         json: bool,
     },
     /// Class activation maps, Guided Backprop and Guided Grad-CAM, with pictures.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// The layers of a model a CAM can target, with their output shapes.
     Layers {
         #[command(flatten)]
@@ -142,9 +145,31 @@ struct ExplainArgs {
     /// Also write each map as float32 .npy at the model input's resolution.
     #[arg(long)]
     save_npy: bool,
-    /// One JSON document on stdout.
-    #[arg(long)]
+    /// One JSON document on stdout, at the end (for small runs: it holds every result until then).
+    #[arg(long, conflicts_with = "jsonl")]
     json: bool,
+    /// One JSON object per input on stdout as each finishes, in the inputs' order: its report entry, or
+    /// {"image", "error"}. A consumer can follow a run, and an interrupted run keeps what it printed.
+    #[arg(long)]
+    jsonl: bool,
+    /// Pictures of each map: a list of overlay, heatmap, mask, gradient (guided methods), or all, or none
+    /// (with --save-npy: the maps only). The comparison grid is --no-grid's.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pictures: Vec<String>,
+    /// PNG compression: none, fast (fdeflate), or a zlib level 1-9 (6 was the only setting before).
+    /// Measured on a 451x300 photo's three pictures: fast 4.6 ms and 450 KB, 6: 27 ms and 300 KB.
+    #[arg(long, default_value = "fast")]
+    png_compression: String,
+    /// Skip the inputs an earlier run into the same --out finished with the same options (their files all
+    /// there, whole): an interrupted run picks up where it stopped. The run is recorded in --out/.gradcam_run.jsonl.
+    #[arg(long)]
+    resume: bool,
+    /// Figures of the run on stderr at the end: inputs per second, the network's share of the wall time.
+    #[arg(long)]
+    stats: bool,
+    /// Threads drawing and encoding the pictures beside the network.
+    #[arg(long, default_value_t = 1, hide = true)]
+    writers: usize,
     /// The reference's eigen_smooth: the first principal component of the weighted activations.
     #[arg(long)]
     eigen_smooth: bool,
@@ -324,9 +349,6 @@ fn parse_classes(specs: &[String], labels: &Labels) -> Result<Vec<ClassSpec>> {
     Ok(out)
 }
 
-/// The decoded photos a batch may hold together: a batch is run early rather than grow past it.
-const BATCH_PHOTO_BYTES: usize = 256 << 20;
-
 /// Prints results and errors as they come, above a progress bar when there is one.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -349,14 +371,15 @@ impl Progress {
         }
     }
 
-    fn fail(&self, path: &Path, msg: &str, errors: &mut Vec<serde_json::Value>) {
+    /// Say that `path` failed; its JSON entry.
+    fn fail(&self, path: &Path, msg: &str) -> serde_json::Value {
         let shown = if msg.contains(&path.display().to_string()) {
             msg.to_string()
         } else {
             format!("{}: {msg}", path.display())
         };
         self.say(format!("error: {shown}"), true);
-        errors.push(error_entry(path, msg));
+        error_entry(path, msg)
     }
 
     fn report(&self, rep: &Report) {
@@ -421,7 +444,12 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         aug_smooth: a.aug_smooth,
         method_batch: a.method_batch,
         grid: !a.no_grid,
+        pictures: Pictures::parse(&a.pictures)?,
+        png: gradcam::output::PngCompression::parse(&a.png_compression)?,
     };
+    if a.writers == 0 {
+        bail!("--writers 0: expected at least 1");
+    }
     opts.validate(&net)?;
     let (files, walk_problems) = collect(&a.paths, a.recursive, &[a.out.as_path()]);
     let mut tensors: Vec<PathBuf> = vec![];
@@ -448,10 +476,47 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         )?;
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
-    let jobs: Vec<(PathBuf, bool)> =
-        files.iter().map(|f| (f.clone(), false)).chain(tensors.iter().map(|f| (f.clone(), true))).collect();
-    let all_inputs: Vec<PathBuf> = jobs.iter().map(|(p, _)| p.clone()).collect();
+    let mut jobs: Vec<pipeline::Job> = files
+        .iter()
+        .map(|f| (f, false))
+        .chain(tensors.iter().map(|f| (f, true)))
+        .map(|(f, tensor)| pipeline::Job { path: f.clone(), tensor, resumed: false })
+        .collect();
+    let all_inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
     let namer = Namer::new(&all_inputs);
+    // the run's record: what an interrupted run finished, for --resume
+    let recorded = run_options(a, &net, &opts);
+    let earlier_run = if a.resume { manifest::Manifest::resume(&a.out, &recorded)? } else { None };
+    if a.resume && earlier_run.is_none() {
+        eprintln!("--resume: no earlier run recorded in {}: starting from the first input", a.out.display());
+    }
+    // a record that cannot be written (a full disk) costs the next --resume its skips, not this run its work
+    let (mut manifest, earlier) = match earlier_run {
+        Some((m, e)) => (Some(m), e),
+        None => match manifest::Manifest::fresh(&a.out, &recorded) {
+            Ok(m) => (Some(m), Default::default()),
+            Err(e) => {
+                eprintln!("warning: {e:#}; a later --resume will start from the first input");
+                (None, Default::default())
+            }
+        },
+    };
+    let mut resumed: Vec<Option<manifest::Entry>> = (0..jobs.len()).map(|_| None).collect();
+    if a.resume {
+        manifest::remove_stale_temporaries(&a.out);
+        let mut earlier = earlier;
+        for (k, j) in jobs.iter_mut().enumerate() {
+            // an input is skipped only under the names this run gives it (a new input can change them)
+            if let Some(e) = earlier.remove(&manifest::key(&j.path)).filter(|e| e.prefix == namer.prefix(k)) {
+                j.resumed = true;
+                resumed[k] = Some(e);
+            }
+        }
+        let n = resumed.iter().filter(|e| e.is_some()).count();
+        if n > 0 && !a.json && !a.jsonl {
+            eprintln!("--resume: {n} of {} inputs done by an earlier run", jobs.len());
+        }
+    }
     let bar = if jobs.len() > 1 && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(
@@ -462,101 +527,137 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let pr = Progress { bar, json: a.json };
-    let mut results: Vec<Report> = vec![];
-    let mut errors = vec![];
+    let pr = Progress { bar, json: a.json || a.jsonl };
+    // --json keeps the results for its one document; --jsonl and the text print each as it comes
+    let mut results: Vec<serde_json::Value> = vec![];
+    let mut errors: Vec<serde_json::Value> = vec![];
+    let mut failed = 0usize;
+    let line = |v: &serde_json::Value| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}").and_then(|_| out.flush());
+    };
     for (p, msg) in &walk_problems {
-        pr.fail(p, msg, &mut errors);
-    }
-    let limits = a.model.limits();
-    // a batch: (job index, input), all of one tensor size
-    let mut batch: Vec<(usize, Input)> = vec![];
-    let run = |batch: &mut Vec<(usize, Input)>, results: &mut Vec<Report>, errors: &mut Vec<serde_json::Value>| {
-        if batch.is_empty() {
-            return;
+        let e = pr.fail(p, msg);
+        failed += 1;
+        if a.jsonl {
+            line(&e);
         }
-        let items = std::mem::take(batch);
-        let explain_some = |items: &[(usize, Input)]| {
-            let inputs: Vec<&Input> = items.iter().map(|(_, i)| i).collect();
-            let prefixes: Vec<String> = items.iter().map(|(k, _)| namer.prefix(*k).to_string()).collect();
-            guarded(|| explain::explain_batch_refs(&net, &labels, &inputs, &prefixes, &opts, &namer))
-        };
-        match explain_some(&items) {
-            Ok(reports) => {
-                for rep in reports {
-                    pr.report(&rep);
-                    results.push(rep);
-                }
+        if a.json {
+            errors.push(e);
+        }
+    }
+    let setup = pipeline::Setup {
+        net: &net,
+        labels: &labels,
+        opts: &opts,
+        namer: &namer,
+        limits: a.model.limits(),
+        batch_size: a.batch_size,
+        writers: a.writers,
+    };
+    let mut recording = true;
+    let stats = pipeline::run(&setup, &jobs, |k, outcome| {
+        let path = &jobs[k].path;
+        let result = match outcome {
+            pipeline::Outcome::Done(rep) => {
+                pr.report(&rep);
+                serde_json::to_value(&*rep).map_err(|e| format!("internal error: the report: {e}")).map(|v| (v, true))
             }
-            // one input's failure must not fail the others: each alone, then each its own result
-            Err(_) if items.len() > 1 => {
-                for one in items.chunks(1) {
-                    match explain_some(one) {
-                        Ok(mut reports) => {
-                            if let Some(rep) = reports.pop() {
-                                pr.report(&rep);
-                                results.push(rep);
-                            }
-                        }
-                        Err(e) => pr.fail(&one[0].1.path, &e.to_string(), errors),
+            pipeline::Outcome::Resumed => match (resumed[k].as_ref(), manifest.as_mut()) {
+                (Some(e), Some(m)) => match m.report(e) {
+                    Ok(v) => Ok((v, false)),
+                    Err(e) => Err(format!("cannot read what the earlier run recorded: {e:#}")),
+                },
+                _ => Err("internal error: no record of the earlier run".into()),
+            },
+            pipeline::Outcome::Failed(msg) => Err(msg),
+        };
+        match result {
+            Ok((v, new)) => {
+                if let (true, true, Some(m)) = (new, recording, manifest.as_mut()) {
+                    if let Err(e) = m.append(&manifest::key(path), namer.prefix(k), &v) {
+                        pr.say(format!("warning: {e:#}; a later --resume will redo the inputs from here on"), true);
+                        recording = false;
                     }
                 }
-            }
-            Err(e) => pr.fail(&items[0].1.path, &e.to_string(), errors),
-        }
-        pr.inc(items.len());
-    };
-    for (k, (path, is_tensor)) in jobs.iter().enumerate() {
-        // decode: a bad file is reported here and never reaches the network
-        let decoded = guarded(|| {
-            if *is_tensor {
-                let input = Input::from_npy(path, &net, a.model.max_pixels)?;
-                let (_, _, th, tw) = input.tensor.dims4()?;
-                gradcam::resources::check_memory(
-                    &format!("{}: a tensor of {th}x{tw}", path.display()),
-                    net.pass_bytes_estimate(1, th, tw)?,
-                    "give a smaller tensor (the model's input is the size it was trained at)",
-                )?;
-                Ok(input)
-            } else {
-                Input::from_image(path, &net, &limits)
-            }
-        });
-        match decoded {
-            Ok(input) => {
-                // a batch holds inputs of one size, and photos of at most BATCH_PHOTO_BYTES together (eight
-                // 100-megapixel photos would take 2.4 GB before the network sees them)
-                let held: usize = batch.iter().map(|(_, b)| b.photo.as_raw().len()).sum();
-                if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims())
-                    || (!batch.is_empty() && held + input.photo.as_raw().len() > BATCH_PHOTO_BYTES)
-                {
-                    run(&mut batch, &mut results, &mut errors);
+                if a.jsonl {
+                    line(&v);
                 }
-                batch.push((k, input));
-                if batch.len() >= a.batch_size {
-                    run(&mut batch, &mut results, &mut errors);
+                if a.json {
+                    results.push(v);
                 }
             }
-            Err(e) => {
-                pr.fail(path, &e.to_string(), &mut errors);
-                pr.inc(1);
+            Err(msg) => {
+                let e = pr.fail(path, &msg);
+                failed += 1;
+                if a.jsonl {
+                    line(&e);
+                }
+                if a.json {
+                    errors.push(e);
+                }
             }
         }
-    }
-    run(&mut batch, &mut results, &mut errors);
+        pr.inc(1);
+    });
     if let Some(b) = &pr.bar {
         b.finish_and_clear();
+    }
+    if a.stats {
+        let n = stats.computed.max(1) as f64;
+        let wall = stats.wall.as_secs_f64();
+        eprintln!(
+            "stats: inputs={} computed={} wall_s={wall:.3} per_s={:.3} ms_per_input={:.1} network_s={:.3} \
+             network_share={:.3} network_ms_per_input={:.1} starved_s={:.3} blocked_s={:.3} threads={}",
+            jobs.len(),
+            stats.computed,
+            stats.computed as f64 / wall,
+            1e3 * wall / n,
+            stats.network.as_secs_f64(),
+            stats.network.as_secs_f64() / wall,
+            1e3 * stats.network.as_secs_f64() / n,
+            stats.starved.as_secs_f64(),
+            stats.blocked.as_secs_f64(),
+            gradcam::bench_threads()
+        );
     }
     if a.json {
         let doc = serde_json::json!({"model": net.name, "results": results, "errors": errors});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    if errors.is_empty() {
+    if failed == 0 {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} of {} inputs failed", errors.len(), jobs.len() + walk_problems.len());
+        eprintln!("{failed} of {} inputs failed", jobs.len() + walk_problems.len());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What the manifest records of a run's options: everything that shapes its outputs' names and bytes.
+fn run_options(a: &ExplainArgs, net: &gradcam::Network, opts: &Options) -> serde_json::Value {
+    serde_json::json!({
+        "gradcam": env!("CARGO_PKG_VERSION"),
+        "model": net.name,
+        "weights": a.model.weights,
+        "labels": a.model.labels.as_ref().map(|p| p.display().to_string()),
+        "layers": opts.layers,
+        "methods": opts.methods,
+        "classes": opts.classes.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>(),
+        "counterfactual": opts.counterfactual,
+        "score": a.score,
+        "alpha": opts.alpha,
+        "threshold": opts.threshold,
+        "colormap": a.colormap,
+        "save_npy": opts.save_npy,
+        "eigen_smooth": opts.eigen_smooth,
+        "aug_smooth": opts.aug_smooth,
+        "batch_size": a.batch_size,
+        "method_batch": opts.method_batch,
+        "grid": opts.grid,
+        "pictures": opts.pictures.names(),
+        "png_compression": opts.png.name(),
+    })
 }
 
 fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Result<ExitCode> {
@@ -819,7 +920,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.cmd {
         Cmd::Classify { json, .. } | Cmd::Bench { json, .. } => *json,
-        Cmd::Explain(a) => a.json,
+        Cmd::Explain(a) => a.json || a.jsonl,
         _ => false,
     };
     let r = match std::panic::catch_unwind(AssertUnwindSafe(|| run(&cli.cmd))) {

@@ -38,9 +38,13 @@ fn files_of(v: &serde_json::Value) -> Vec<String> {
     all
 }
 
+/// The files of a folder, hidden ones too, but for the run's record (`--resume`'s manifest).
 fn listing(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".gradcam_run.jsonl")
+        .collect();
     v.sort();
     v
 }

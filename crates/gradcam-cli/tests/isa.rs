@@ -27,6 +27,7 @@ fn explain_with(isa: &str, model: &[&str], out: &Path) -> String {
     stdout.replace(s(out), "OUT")
 }
 
+/// The outputs of a run, but for its record (`--resume`'s manifest, which names the output folder).
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -34,6 +35,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             let p = e.unwrap().path();
             (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
         })
+        .filter(|(name, _)| name != ".gradcam_run.jsonl")
         .collect()
 }
 

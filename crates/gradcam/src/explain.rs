@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::labels::Labels;
 use crate::models::Network;
 use crate::npy::Array;
-use crate::output::FileSet;
+use crate::output::{FileSet, PngCompression};
 use crate::render::{self, Colormap};
 use image::RgbImage;
 use serde::Serialize;
@@ -55,6 +55,58 @@ pub struct Options {
     pub method_batch: usize,
     /// Write the comparison grid when more than one method is asked.
     pub grid: bool,
+    /// Which pictures of each map are written.
+    pub pictures: Pictures,
+    /// How the PNG files are compressed.
+    pub png: PngCompression,
+}
+
+/// Which pictures of a map are written (the comparison grid is [`Options::grid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pictures {
+    pub overlay: bool,
+    pub heatmap: bool,
+    pub mask: bool,
+    /// Guided methods' gradient picture.
+    pub gradient: bool,
+}
+
+impl Default for Pictures {
+    fn default() -> Self {
+        Pictures { overlay: true, heatmap: true, mask: true, gradient: true }
+    }
+}
+
+impl Pictures {
+    pub const KINDS: &'static [&'static str] = &["overlay", "heatmap", "mask", "gradient"];
+
+    /// From a list of kinds, `all` or `none`.
+    pub fn parse(list: &[String]) -> Result<Self> {
+        let mut p = Pictures { overlay: false, heatmap: false, mask: false, gradient: false };
+        for k in list {
+            match k.trim() {
+                "overlay" => p.overlay = true,
+                "heatmap" => p.heatmap = true,
+                "mask" => p.mask = true,
+                "gradient" => p.gradient = true,
+                "all" => p = Pictures::default(),
+                "none" => {}
+                other => {
+                    return Err(Error::invalid(format!(
+                        "--pictures {other}: expected a list of {}, or all, or none",
+                        Self::KINDS.join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The kinds asked, in [`Pictures::KINDS`]'s order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [self.overlay, self.heatmap, self.mask, self.gradient];
+        Self::KINDS.iter().zip(on).filter(|(_, on)| *on).map(|(k, _)| *k).collect()
+    }
 }
 
 impl Options {
@@ -76,6 +128,8 @@ impl Options {
             aug_smooth: false,
             method_batch: 4,
             grid: true,
+            pictures: Pictures::default(),
+            png: PngCompression::default(),
         }
     }
 
@@ -348,7 +402,8 @@ pub fn explain_batch(
     explain_batch_refs(net, labels, &inputs.iter().collect::<Vec<_>>(), prefixes, opts, namer)
 }
 
-/// [`explain_batch`] over borrowed inputs.
+/// [`explain_batch`] over borrowed inputs: [`compute_batch`], then [`render_into`] for each input; the files
+/// are put in place once every input's are made.
 pub fn explain_batch_refs(
     net: &Network,
     labels: &Labels,
@@ -357,8 +412,46 @@ pub fn explain_batch_refs(
     opts: &Options,
     namer: &Namer,
 ) -> Result<Vec<Report>> {
-    if inputs.is_empty() || prefixes.len() != inputs.len() {
+    if prefixes.len() != inputs.len() {
         return Err(Error::invalid(format!("{} inputs and {} output prefixes", inputs.len(), prefixes.len())));
+    }
+    let computed = compute_batch(net, labels, inputs, opts)?;
+    let mut done = vec![];
+    for ((c, input), prefix) in computed.into_iter().zip(inputs).zip(prefixes) {
+        done.push(render_into(c, input, prefix, labels, opts, namer)?);
+    }
+    // every picture of the batch is made: now put each image's files in place, one set at a time
+    let mut reports = vec![];
+    for (report, set) in done {
+        set.commit()?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// What the network gives for one input: its report without files yet, and for every class asked the maps
+/// (and gradients) of every method, at the model input's size; [`render_into`] draws and writes them. It
+/// holds no photo and no tensor: a few maps of the input's size.
+pub struct Computed {
+    report: Report,
+    /// (class, [(method, output)]) per class slot.
+    slots: Vec<(usize, Vec<(String, Output)>)>,
+    /// The model input's (height, width).
+    size: (usize, usize),
+}
+
+impl Computed {
+    /// The report so far: predictions, no files.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+}
+
+/// The network's part of explaining a batch: predictions and maps, checked finite, nothing written. The inputs
+/// must have equal tensor sizes.
+pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &Options) -> Result<Vec<Computed>> {
+    if inputs.is_empty() {
+        return Err(Error::invalid("a batch of no inputs"));
     }
     if let Some(odd) = inputs.iter().find(|i| i.tensor.dims() != inputs[0].tensor.dims()) {
         return Err(Error::invalid(format!(
@@ -376,14 +469,14 @@ pub fn explain_batch_refs(
     let trunk = ex.prefix(&x)?;
     let logits = ex.logits_from(&trunk)?;
     let mut classes = vec![];
-    let mut reports = vec![];
+    let mut out = vec![];
     for (i, input) in inputs.iter().enumerate() {
         let l = logits.get(i)?.to_vec1::<f32>()?;
         check_logits(net, input, &l)?;
         classes.push(resolve_classes(&opts.classes, &l));
         let (pw, ph) = input.photo.dimensions();
         let predictions = top_k(&l, opts.top, labels);
-        reports.push(Report {
+        let report = Report {
             image: input.name.clone(),
             image_bytes: crate::naming::lossless_bytes(&input.path),
             width: pw,
@@ -391,7 +484,8 @@ pub fn explain_batch_refs(
             predictions,
             explanations: vec![],
             grids: vec![],
-        });
+        };
+        out.push(Computed { report, slots: vec![], size: (ih, iw) });
     }
     let cam_names: Vec<&str> = {
         let mut v: Vec<&str> =
@@ -404,8 +498,6 @@ pub fn explain_batch_refs(
     let cam_methods = cam_names.iter().map(|m| cam::method(m)).collect::<Result<Vec<_>>>()?;
     let cam_refs: Vec<&dyn cam::Method> = cam_methods.iter().map(|m| m.as_ref()).collect();
     let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);
-    let wants_grid = opts.grid && opts.methods.len() > 1;
-    let mut sets: Vec<FileSet> = (0..n).map(|_| FileSet::new()).collect();
     let slots = classes.iter().map(Vec::len).max().unwrap_or(0);
     for slot in 0..slots {
         let sel: Vec<usize> = (0..n).filter(|&i| classes[i].len() > slot).collect();
@@ -436,9 +528,9 @@ pub fn explain_batch_refs(
             if let Some(g) = &gb_i {
                 check_finite(inputs[i], "Guided Backprop gradient", g)?;
             }
-            let mut tiles = vec![];
+            let mut outputs = vec![];
             for m in &opts.methods {
-                let out = if m == GUIDED_BACKPROP {
+                let o = if m == GUIDED_BACKPROP {
                     Output { map: None, gradient: gb_i.clone() }
                 } else if m == GUIDED_GRADCAM {
                     let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
@@ -449,31 +541,61 @@ pub fn explain_batch_refs(
                 } else {
                     Output { map: map_of(m), gradient: None }
                 };
-                let target = Target { prefix: &prefixes[i], class: cls[j], method: m, tile: wants_grid };
-                let (e, tile) = write_outputs(&mut sets[i], inputs[i], &target, out, (ih, iw), labels, opts, namer)?;
-                reports[i].explanations.push(e);
-                if let Some(t) = tile {
-                    tiles.push((m.clone(), t));
-                }
+                outputs.push((m.clone(), o));
             }
-            if wants_grid && !tiles.is_empty() {
-                let cf = if opts.counterfactual { "-counterfactual" } else { "" };
-                let p = namer.safe(opts.out_dir.join(format!("{}.{}.grid{cf}.png", prefixes[i], cls[j])));
-                let head = grid_header(&reports[i], cls[j], labels);
-                render::save_png_in(&mut sets[i], &render::grid_with_header(&head, &tiles, GRID_TILE_W), &p)?;
-                reports[i].grids.push(Grid {
-                    class: cls[j],
-                    methods: opts.methods.clone(),
-                    file: p.display().to_string(),
-                });
-            }
+            out[i].slots.push((cls[j], outputs));
         }
     }
-    // every picture of the batch is made: now put each image's files in place, one set at a time
-    for set in sets {
-        set.commit()?;
+    Ok(out)
+}
+
+/// The rendering part of explaining one input: its pictures (and `.npy` maps) drawn from `computed` and written
+/// into a [`FileSet`] that the caller commits; the report with its files. `input` is the one `computed` was
+/// made from.
+pub fn render_into(
+    computed: Computed,
+    input: &Input,
+    prefix: &str,
+    labels: &Labels,
+    opts: &Options,
+    namer: &Namer,
+) -> Result<(Report, FileSet)> {
+    let Computed { mut report, slots, size } = computed;
+    let wants_grid = opts.grid && opts.methods.len() > 1;
+    let mut set = FileSet::new();
+    for (class, outputs) in slots {
+        let mut tiles = vec![];
+        for (m, out) in outputs {
+            let target = Target { prefix, class, method: &m, tile: wants_grid };
+            let (e, tile) = write_outputs(&mut set, input, &target, out, size, labels, opts, namer)?;
+            report.explanations.push(e);
+            if let Some(t) = tile {
+                tiles.push((m.clone(), t));
+            }
+        }
+        if wants_grid && !tiles.is_empty() {
+            let cf = if opts.counterfactual { "-counterfactual" } else { "" };
+            let p = namer.safe(opts.out_dir.join(format!("{prefix}.{class}.grid{cf}.png")));
+            let head = grid_header(&report, class, labels);
+            render::save_png_with(&mut set, &render::grid_with_header(&head, &tiles, GRID_TILE_W), &p, opts.png)?;
+            report.grids.push(Grid { class, methods: opts.methods.clone(), file: p.display().to_string() });
+        }
     }
-    Ok(reports)
+    Ok((report, set))
+}
+
+/// [`render_into`], the files put in place.
+pub fn render(
+    computed: Computed,
+    input: &Input,
+    prefix: &str,
+    labels: &Labels,
+    opts: &Options,
+    namer: &Namer,
+) -> Result<Report> {
+    let (report, set) = render_into(computed, input, prefix, labels, opts, namer)?;
+    set.commit()?;
+    Ok(report)
 }
 
 /// Width of a tile of the comparison grid.
@@ -521,9 +643,11 @@ fn write_outputs(
     let tile_h = ((GRID_TILE_W as f64 * ph as f64 / pw.max(1) as f64).round() as u32).clamp(1, 4 * GRID_TILE_W);
     if let Some(grad) = &out.gradient {
         let shown = guided::normalize_for_display(grad);
-        let p = path("gradient.png");
-        render::write_chw_png(set, &shown, ih, iw, pw, ph, &p)?;
-        files.gradient = Some(p.display().to_string());
+        if opts.pictures.gradient {
+            let p = path("gradient.png");
+            render::write_chw_png(set, &shown, ih, iw, pw, ph, &p, opts.png)?;
+            files.gradient = Some(p.display().to_string());
+        }
         if t.tile {
             tile = Some(render::chw_to_image(&shown, ih, iw, GRID_TILE_W, tile_h));
         }
@@ -531,11 +655,15 @@ fn write_outputs(
     let (mut bbox, mut peak) = (None, None);
     if let Some(map) = &out.map {
         let pictures = if out.gradient.is_none() {
-            let (o, h, k) = (path("overlay.png"), path("heatmap.png"), path("mask.png"));
-            let style = render::Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold };
-            files.overlay = Some(o.display().to_string());
-            files.heatmap = Some(h.display().to_string());
-            files.mask = Some(k.display().to_string());
+            let kind = |on: bool, kind: &str| on.then(|| path(kind));
+            let pp = &opts.pictures;
+            let (o, h, k) =
+                (kind(pp.overlay, "overlay.png"), kind(pp.heatmap, "heatmap.png"), kind(pp.mask, "mask.png"));
+            let style =
+                render::Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold, png: opts.png };
+            files.overlay = o.as_ref().map(|p| p.display().to_string());
+            files.heatmap = h.as_ref().map(|p| p.display().to_string());
+            files.mask = k.as_ref().map(|p| p.display().to_string());
             if t.tile {
                 let small =
                     image::imageops::resize(&input.photo, GRID_TILE_W, tile_h, image::imageops::FilterType::Triangle);

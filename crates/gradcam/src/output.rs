@@ -158,8 +158,49 @@ impl Drop for FileSet {
     }
 }
 
+/// How hard the PNG encoder compresses: the size of the files against the time spent making them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PngCompression {
+    /// Stored, no compression (and no filter): the fastest, the largest files.
+    None,
+    /// fdeflate's one-pass compressor with the Up filter (png's `Compression::Fastest`).
+    Fastest,
+    /// fdeflate's one-pass compressor (png's `Compression::Fast`) with the adaptive filter: the default,
+    /// several times faster than zlib's level 6 for files a little larger.
+    #[default]
+    Fast,
+    /// zlib (flate2) at this level, 1 to 9 (6 was gradcam's only setting before; image-rs's default).
+    Level(u8),
+}
+
+impl PngCompression {
+    pub const HELP: &'static str = "none, fastest, fast, or a zlib level 1-9";
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim() {
+            "none" | "0" => Ok(PngCompression::None),
+            "fast" => Ok(PngCompression::Fast),
+            "fastest" => Ok(PngCompression::Fastest),
+            t => match t.parse::<u8>() {
+                Ok(l @ 1..=9) => Ok(PngCompression::Level(l)),
+                _ => Err(Error::invalid(format!("--png-compression {s}: expected {}", Self::HELP))),
+            },
+        }
+    }
+
+    /// The name [`PngCompression::parse`] takes.
+    pub fn name(self) -> String {
+        match self {
+            PngCompression::None => "none".into(),
+            PngCompression::Fast => "fast".into(),
+            PngCompression::Fastest => "fastest".into(),
+            PngCompression::Level(l) => l.to_string(),
+        }
+    }
+}
+
 /// A PNG written row by row (8-bit RGB), so that a picture of a 100-megapixel photo never exists whole in
-/// memory: encoded as image-rs's `PngEncoder` does by default (balanced compression, adaptive filter).
+/// memory, compressed as [`PngCompression`] says (adaptive filter).
 /// The encoder buffers a chunk's worth of compressed data and writes it whole: no buffer around the file, so
 /// that every write error (a full disk) reaches the caller.
 pub struct PngRows<'p> {
@@ -168,14 +209,29 @@ pub struct PngRows<'p> {
 }
 
 impl<'p> PngRows<'p> {
+    /// A PNG at the default compression ([`PngCompression::Fast`]).
     pub fn new(out: &std::fs::File, path: &'p Path, width: u32, height: u32) -> Result<Self> {
+        Self::with(out, path, width, height, PngCompression::default())
+    }
+
+    pub fn with(out: &std::fs::File, path: &'p Path, width: u32, height: u32, c: PngCompression) -> Result<Self> {
         let err = |e: png::EncodingError| png_error(path, e);
         let out = out.try_clone().map_err(|e| Error::io(path, e))?;
         let mut enc = png::Encoder::new(out, width, height);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Balanced);
-        enc.set_filter(png::Filter::Adaptive);
+        match c {
+            PngCompression::None => enc.set_compression(png::Compression::NoCompression),
+            PngCompression::Fastest => enc.set_compression(png::Compression::Fastest),
+            PngCompression::Fast => {
+                enc.set_deflate_compression(png::DeflateCompression::FdeflateUltraFast);
+                enc.set_filter(png::Filter::Adaptive);
+            }
+            PngCompression::Level(l) => {
+                enc.set_deflate_compression(png::DeflateCompression::Level(l.clamp(1, 9)));
+                enc.set_filter(png::Filter::Adaptive);
+            }
+        }
         let w = enc.write_header().map_err(err)?.into_stream_writer().map_err(err)?;
         Ok(PngRows { w, path })
     }
@@ -272,21 +328,28 @@ mod tests {
         let p = d.join("x.png");
         let (w, h) = (7u32, 5u32);
         let px = |x: u32, y: u32| [(x * 30) as u8, (y * 40) as u8, 9];
-        let mut s = FileSet::new();
-        s.create(&p, |out| {
-            let mut png = PngRows::new(out, &p, w, h)?;
-            for y in 0..h {
-                let row: Vec<u8> = (0..w).flat_map(|x| px(x, y)).collect();
-                png.row(&row)?;
+        for c in ["none", "fastest", "fast", "1", "6", "9"] {
+            let c = PngCompression::parse(c).unwrap();
+            let mut s = FileSet::new();
+            s.create(&p, |out| {
+                let mut png = PngRows::with(out, &p, w, h, c)?;
+                for y in 0..h {
+                    let row: Vec<u8> = (0..w).flat_map(|x| px(x, y)).collect();
+                    png.row(&row)?;
+                }
+                png.finish()
+            })
+            .unwrap();
+            s.commit().unwrap();
+            let img = image::open(&p).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (w, h));
+            for (x, y, v) in img.enumerate_pixels() {
+                assert_eq!(v.0, px(x, y), "{c:?}");
             }
-            png.finish()
-        })
-        .unwrap();
-        s.commit().unwrap();
-        let img = image::open(&p).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (w, h));
-        for (x, y, v) in img.enumerate_pixels() {
-            assert_eq!(v.0, px(x, y));
+        }
+        for bad in ["10", "quick", "-1", ""] {
+            let e = PngCompression::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--png-compression") && e.contains("zlib level 1-9"), "{e}");
         }
     }
 }

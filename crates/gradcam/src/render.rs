@@ -4,7 +4,7 @@
 use crate::cam::postprocess::{BBox, Map, StreamingBox};
 use crate::colormaps;
 use crate::error::{Error, Result};
-use crate::output::{FileSet, PngRows};
+use crate::output::{FileSet, PngCompression, PngRows};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 
@@ -97,8 +97,13 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
 
 /// Encode a PNG as a file of `set`.
 pub fn save_png_in(set: &mut FileSet, img: &RgbImage, path: &Path) -> Result<()> {
+    save_png_with(set, img, path, PngCompression::default())
+}
+
+/// Encode a PNG as a file of `set`, compressed as `c` says.
+pub fn save_png_with(set: &mut FileSet, img: &RgbImage, path: &Path, c: PngCompression) -> Result<()> {
     set.create(path, |out| {
-        let mut png = PngRows::new(out, path, img.width(), img.height())?;
+        let mut png = PngRows::with(out, path, img.width(), img.height(), c)?;
         for row in img.as_raw().chunks_exact(img.width() as usize * 3) {
             png.row(row)?;
         }
@@ -114,15 +119,18 @@ pub struct Style {
     pub alpha: f32,
     /// The threshold view keeps the pixels whose map value exceeds this.
     pub threshold: f32,
+    /// How the PNG files are compressed.
+    pub png: PngCompression,
 }
 
-/// The three pictures of a map: overlay, heat map, threshold view (in that order in `paths`).
+/// The pictures of a map: overlay, heat map, threshold view (in that order in `paths`), each where its path is
+/// given.
 pub struct MapPictures {
-    pub paths: [PathBuf; 3],
+    pub paths: [Option<PathBuf>; 3],
     pub style: Style,
 }
 
-/// The map enlarged to the photo's size, row by row: its three pictures (if asked) written into `set` as they
+/// The map enlarged to the photo's size, row by row: its pictures (those asked) written into `set` as they
 /// are made, and the paper's box (15% of the maximum) and the (row, column) of the peak, as
 /// [`crate::cam::postprocess::bounding_box`] and [`Map::argmax`] give them on the enlarged map. The enlarged
 /// map and the pictures never exist whole in memory (a 100-megapixel photo would need 1.3 GB for them).
@@ -152,47 +160,71 @@ pub fn write_map_pictures(
         }
         Some(MapPictures { paths: [o, h, k], style }) => {
             let a = style.alpha.clamp(0.0, 1.0);
-            set.create(o, |out| {
-                let mut png = PngRows::new(out, o, pw as u32, ph as u32)?;
+            // the box is found on the first picture's pass, or on a pass of its own when none is asked
+            let mut boxed = false;
+            if let Some(o) = o {
+                set.create(o, |out| {
+                    let mut png = PngRows::with(out, o, pw as u32, ph as u32, style.png)?;
+                    for y in 0..ph {
+                        rows.row(y, &mut r);
+                        sb.push(&r);
+                        for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
+                            let heat = style.colormap.color(*v);
+                            for c in 0..3 {
+                                dst[c] =
+                                    (a * heat[c] as f32 + (1.0 - a) * px[c] as f32).round().clamp(0.0, 255.0) as u8;
+                            }
+                        }
+                        png.row(&line)?;
+                    }
+                    png.finish()
+                })?;
+                boxed = true;
+            }
+            if let Some(h) = h {
+                set.create(h, |out| {
+                    let mut png = PngRows::with(out, h, pw as u32, ph as u32, style.png)?;
+                    for y in 0..ph {
+                        rows.row(y, &mut r);
+                        if !boxed {
+                            sb.push(&r);
+                        }
+                        for (v, dst) in r.iter().zip(line.chunks_exact_mut(3)) {
+                            dst.copy_from_slice(&style.colormap.color(*v));
+                        }
+                        png.row(&line)?;
+                    }
+                    png.finish()
+                })?;
+                boxed = true;
+            }
+            if let Some(k) = k {
+                set.create(k, |out| {
+                    let mut png = PngRows::with(out, k, pw as u32, ph as u32, style.png)?;
+                    for y in 0..ph {
+                        rows.row(y, &mut r);
+                        if !boxed {
+                            sb.push(&r);
+                        }
+                        for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
+                            if *v > style.threshold {
+                                dst.copy_from_slice(px);
+                            } else {
+                                dst.fill(0);
+                            }
+                        }
+                        png.row(&line)?;
+                    }
+                    png.finish()
+                })?;
+                boxed = true;
+            }
+            if !boxed {
                 for y in 0..ph {
                     rows.row(y, &mut r);
                     sb.push(&r);
-                    for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
-                        let heat = style.colormap.color(*v);
-                        for c in 0..3 {
-                            dst[c] = (a * heat[c] as f32 + (1.0 - a) * px[c] as f32).round().clamp(0.0, 255.0) as u8;
-                        }
-                    }
-                    png.row(&line)?;
                 }
-                png.finish()
-            })?;
-            set.create(h, |out| {
-                let mut png = PngRows::new(out, h, pw as u32, ph as u32)?;
-                for y in 0..ph {
-                    rows.row(y, &mut r);
-                    for (v, dst) in r.iter().zip(line.chunks_exact_mut(3)) {
-                        dst.copy_from_slice(&style.colormap.color(*v));
-                    }
-                    png.row(&line)?;
-                }
-                png.finish()
-            })?;
-            set.create(k, |out| {
-                let mut png = PngRows::new(out, k, pw as u32, ph as u32)?;
-                for y in 0..ph {
-                    rows.row(y, &mut r);
-                    for ((px, v), dst) in photo_row(y).chunks_exact(3).zip(&r).zip(line.chunks_exact_mut(3)) {
-                        if *v > style.threshold {
-                            dst.copy_from_slice(px);
-                        } else {
-                            dst.fill(0);
-                        }
-                    }
-                    png.row(&line)?;
-                }
-                png.finish()
-            })?;
+            }
         }
     }
     let peak = sb.argmax();
@@ -201,6 +233,7 @@ pub fn write_map_pictures(
 
 /// A 3×H×W image with values in [0, 1] as an RGB PNG of (out_w, out_h) in `set`, as [`chw_to_image`] draws it,
 /// row by row.
+#[allow(clippy::too_many_arguments)]
 pub fn write_chw_png(
     set: &mut FileSet,
     x: &[f32],
@@ -209,6 +242,7 @@ pub fn write_chw_png(
     out_w: u32,
     out_h: u32,
     path: &Path,
+    compression: PngCompression,
 ) -> Result<()> {
     let chans: Vec<Map> = (0..3).map(|c| Map::new(h, w, x[c * h * w..(c + 1) * h * w].to_vec())).collect();
     let rows: Vec<_> = chans.iter().map(|m| m.rows(out_h as usize, out_w as usize)).collect();
@@ -216,7 +250,7 @@ pub fn write_chw_png(
     let mut r = vec![vec![0f32; ow]; 3];
     let mut line = vec![0u8; ow * 3];
     set.create(path, |out| {
-        let mut png = PngRows::new(out, path, out_w, out_h)?;
+        let mut png = PngRows::with(out, path, out_w, out_h, compression)?;
         for y in 0..out_h as usize {
             for c in 0..3 {
                 rows[c].row(y, &mut r[c]);

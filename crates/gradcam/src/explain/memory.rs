@@ -222,7 +222,7 @@ fn outputs_in_memory(
     }
     let (mut bbox, mut peak) = (None, None);
     if let Some(map) = &out.map {
-        let style = Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold };
+        let style = Style { colormap: opts.colormap, alpha: opts.alpha, threshold: opts.threshold, png: opts.png };
         let kinds = if out.gradient.is_none() {
             if tile {
                 let small =

@@ -1,0 +1,194 @@
+//! The run's manifest, for `--resume`: `.gradcam_run.jsonl` in the output folder (hidden: never taken as an
+//! input). Its first line records the options that shape the outputs; every later line one finished input:
+//! its key (the path as given), its output prefix, its files with their sizes, and its report entry.
+//!
+//! Why an appended JSONL file: a line is appended (one `write` of the whole line, then `fsync`) only after the
+//! input's files are in place, so a kill at any instant leaves every line but perhaps the last whole, and the
+//! last one either whole or torn (no newline, or not JSON): resuming cuts a torn tail off and redoes that input.
+//! Rewriting the whole file atomically after every input would cost O(n) per input, O(n²) for a run. The
+//! first line is written atomically (a temporary renamed into place), so a manifest never lacks its options.
+//! An input whose files were put in place but whose line was not written is redone, and its files rewritten
+//! with the same bytes.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const NAME: &str = ".gradcam_run.jsonl";
+const FORMAT: u64 = 1;
+
+/// An earlier run's record of one input.
+pub struct Entry {
+    offset: u64,
+    len: usize,
+    pub prefix: String,
+}
+
+pub struct Manifest {
+    path: PathBuf,
+    file: File,
+}
+
+/// The key of an input: its path exactly (base64 of its bytes where they are not UTF-8).
+pub fn key(path: &Path) -> String {
+    match gradcam::naming::lossless_bytes(path) {
+        Some(b) => format!("bytes:{b}"),
+        None => format!("path:{}", path.display()),
+    }
+}
+
+impl Manifest {
+    /// A new run: the manifest replaced by one holding only `options`.
+    pub fn fresh(out: &Path, options: &Value) -> Result<Manifest> {
+        let path = out.join(NAME);
+        let head = serde_json::json!({"gradcam_manifest": FORMAT, "options": options});
+        gradcam::output::write_atomic(&path, format!("{head}\n").as_bytes())?;
+        Self::open(path)
+    }
+
+    fn open(path: PathBuf) -> Result<Manifest> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the run's manifest {}", path.display()))?;
+        Ok(Manifest { path, file })
+    }
+
+    /// Resume the run recorded in `out`: the inputs it finished whose files are all there, whole (the sizes it
+    /// recorded). None where there is no usable manifest (the caller starts afresh). An error where the
+    /// manifest records other options: mixing two runs' outputs would leave a folder that neither run made.
+    pub fn resume(out: &Path, options: &Value) -> Result<Option<(Manifest, HashMap<String, Entry>)>> {
+        let path = out.join(NAME);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read the run's manifest {}", path.display())),
+        };
+        let mut r = BufReader::new(f);
+        let mut line = Vec::new();
+        let mut offset = 0u64;
+        let n = r.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
+        let head: Option<Value> = if line.ends_with(b"\n") { serde_json::from_slice(&line).ok() } else { None };
+        let Some(head) = head.filter(|h| h["gradcam_manifest"] == FORMAT) else {
+            return Ok(None);
+        };
+        if head["options"] != *options {
+            let was = head["options"].as_object();
+            let now = options.as_object();
+            let mut diff = vec![];
+            if let (Some(was), Some(now)) = (was, now) {
+                for (k, v) in now {
+                    let w = was.get(k).unwrap_or(&Value::Null);
+                    if w != v {
+                        diff.push(format!("{k} was {w}, now {v}"));
+                    }
+                }
+            }
+            bail!(
+                "--resume: the run recorded in {} had other options ({}); its outputs and this run's would mix. \
+                 Run without --resume to start afresh (replacing the outputs), or give another --out",
+                path.display(),
+                if diff.is_empty() { "another format".to_string() } else { diff.join("; ") }
+            );
+        }
+        offset += n as u64;
+        let mut entries = HashMap::new();
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            // a torn last line (a kill during its write): cut off, that input is done again
+            let v: Option<Value> = if line.ends_with(b"\n") { serde_json::from_slice(&line).ok() } else { None };
+            let Some(v) = v else {
+                let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(offset).with_context(|| format!("cannot cut the torn end of {}", path.display()))?;
+                f.sync_all()?;
+                break;
+            };
+            if let (Some(k), Some(p)) = (v["key"].as_str(), v["prefix"].as_str()) {
+                if files_whole(&v["files"]) {
+                    entries.insert(k.to_string(), Entry { offset, len: n, prefix: p.to_string() });
+                } else {
+                    entries.remove(k);
+                }
+            }
+            offset += n as u64;
+        }
+        Ok(Some((Self::open(path)?, entries)))
+    }
+
+    /// Record an input whose files are in place: one whole line, on the disk before this returns.
+    pub fn append(&mut self, key: &str, prefix: &str, report: &Value) -> Result<()> {
+        let mut files = serde_json::Map::new();
+        for f in report_files(report) {
+            let len = std::fs::metadata(&f).with_context(|| format!("cannot read back {f}"))?.len();
+            files.insert(f, len.into());
+        }
+        let v = serde_json::json!({"key": key, "prefix": prefix, "files": files, "report": report});
+        let mut line = serde_json::to_vec(&v)?;
+        line.push(b'\n');
+        self.file.write_all(&line).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.file.sync_data().with_context(|| format!("cannot write {}", self.path.display()))?;
+        Ok(())
+    }
+
+    /// The report entry an earlier run recorded.
+    pub fn report(&mut self, e: &Entry) -> Result<Value> {
+        let mut buf = vec![0u8; e.len];
+        self.file.seek(SeekFrom::Start(e.offset))?;
+        self.file.read_exact(&mut buf).with_context(|| format!("cannot read {}", self.path.display()))?;
+        let mut v: Value = serde_json::from_slice(&buf).with_context(|| format!("{} changed", self.path.display()))?;
+        Ok(v["report"].take())
+    }
+}
+
+/// Every file a report names.
+fn report_files(report: &Value) -> Vec<String> {
+    let mut out = vec![];
+    for e in report["explanations"].as_array().into_iter().flatten() {
+        if let Some(files) = e["files"].as_object() {
+            out.extend(files.values().filter_map(|f| f.as_str().map(String::from)));
+        }
+    }
+    for g in report["grids"].as_array().into_iter().flatten() {
+        out.extend(g["file"].as_str().map(String::from));
+    }
+    out
+}
+
+/// Whether every file recorded is there, a regular file of the recorded size.
+fn files_whole(files: &Value) -> bool {
+    let Some(files) = files.as_object() else {
+        return false;
+    };
+    files
+        .iter()
+        .all(|(f, len)| std::fs::symlink_metadata(f).is_ok_and(|m| m.is_file() && Some(m.len()) == len.as_u64()))
+}
+
+/// Remove the temporaries a killed run left in `out` (`.gradcam-*.tmp`: a SIGKILL gives no chance to clean up).
+/// Only `--resume` does this: it takes the folder as its own run's.
+pub fn remove_stale_temporaries(out: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".gradcam-")
+            && name.ends_with(".tmp")
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}

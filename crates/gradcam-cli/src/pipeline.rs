@@ -1,0 +1,311 @@
+//! A folder run as a pipeline of three stages joined by bounded queues, so that the network never waits for a
+//! photo to be decoded or a picture to be encoded:
+//!
+//! ```text
+//! reader (1 thread)          network (this thread, rayon's pool)         writers (1 thread)     emitter (1 thread)
+//! decode + resize ──queue──▶ batches: compute_batch ─────────queue──▶ render + PNG + commit ──▶ in input order:
+//!   (≤ READ_AHEAD inputs,      (a batch runs when full or when no          (each photo's files      report, manifest,
+//!    ≤ PHOTO_BYTES of photos)   decoded input is waiting)                   as a set)                progress
+//! ```
+//!
+//! Every photo held anywhere in the pipeline counts against one budget of decoded bytes, so memory does not
+//! grow with the folder; outcomes reach the emitter out of order (a decoding error overtakes the photos
+//! before it) and leave it in the inputs' order. A failure stays with its photo: a batch that fails is retried
+//! one input at a time, a panic becomes that photo's error.
+
+use crate::guarded;
+use gradcam::explain::{self, Input, Namer, Options, Report};
+use gradcam::image::ImageLimits;
+use gradcam::labels::Labels;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The decoded photos the pipeline holds at once (queued, in a batch, being drawn): a photo over it runs alone.
+pub const PHOTO_BYTES: usize = 256 << 20;
+
+/// Decoded inputs waiting for the network, beyond one batch.
+const READ_AHEAD: usize = 2;
+
+/// Photos whose maps wait for their pictures.
+const RENDER_QUEUE: usize = 2;
+
+/// What became of one input.
+pub enum Outcome {
+    Done(Box<Report>),
+    Failed(String),
+    /// Done by an earlier run (`--resume`): nothing was computed.
+    Resumed,
+}
+
+/// Figures of a run, for `--stats`.
+#[derive(Default)]
+pub struct Stats {
+    pub wall: Duration,
+    /// Time in the network's passes.
+    pub network: Duration,
+    /// Time the network waited for a decoded input.
+    pub starved: Duration,
+    /// Time the network waited for room in the writers' queue.
+    pub blocked: Duration,
+    /// Inputs computed (not resumed).
+    pub computed: usize,
+}
+
+pub struct Job {
+    pub path: PathBuf,
+    /// A ready tensor (`--input-tensor`), not an image.
+    pub tensor: bool,
+    /// Done by an earlier run: skipped.
+    pub resumed: bool,
+}
+
+pub struct Setup<'a> {
+    pub net: &'a gradcam::Network,
+    pub labels: &'a Labels,
+    pub opts: &'a Options,
+    pub namer: &'a Namer,
+    pub limits: ImageLimits,
+    pub batch_size: usize,
+    pub writers: usize,
+}
+
+/// A budget of decoded bytes shared by the stages: taken when a photo is decoded, given back when its pictures
+/// are written.
+struct Budget {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until less than half the budget is held (before decoding: a large photo is not decoded while another
+    /// is in flight).
+    fn wait_room(&self) {
+        let mut used = self.lock();
+        while *used > PHOTO_BYTES / 2 {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Take `n` bytes: at once when they fit or nothing is held, else when enough is given back.
+    fn take(&self, n: usize) {
+        let mut used = self.lock();
+        while *used != 0 && *used + n > PHOTO_BYTES {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += n;
+    }
+
+    fn give(&self, n: usize) {
+        let mut used = self.lock();
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
+/// A decoded input on its way, or a failure on its way to the emitter.
+enum Item {
+    Input(usize, Box<Input>),
+    Computed(usize, Box<Input>, Box<explain::Computed>),
+    Failed(usize, String),
+}
+
+fn photo_bytes(i: &Input) -> usize {
+    i.photo.as_raw().len()
+}
+
+fn decode(s: &Setup, job: &Job) -> gradcam::Result<Input> {
+    if job.tensor {
+        let input = Input::from_npy(&job.path, s.net, s.limits.max_pixels)?;
+        let (_, _, th, tw) = input.tensor.dims4()?;
+        gradcam::resources::check_memory(
+            &format!("{}: a tensor of {th}x{tw}", job.path.display()),
+            s.net.pass_bytes_estimate(1, th, tw)?,
+            "give a smaller tensor (the model's input is the size it was trained at)",
+        )?;
+        Ok(input)
+    } else {
+        Input::from_image(&job.path, s.net, &s.limits)
+    }
+}
+
+/// Run the jobs; `emit` gets every job's outcome in the jobs' order, on a thread of its own.
+pub fn run(s: &Setup, jobs: &[Job], emit: impl FnMut(usize, Outcome) + Send) -> Stats {
+    let start = Instant::now();
+    let budget = Budget { used: Mutex::new(0), freed: Condvar::new() };
+    let (in_tx, in_rx) = mpsc::sync_channel::<Item>(s.batch_size + READ_AHEAD);
+    let (out_tx, out_rx) = mpsc::sync_channel::<Item>(RENDER_QUEUE);
+    let out_rx = Mutex::new(out_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Outcome)>();
+    let mut stats = Stats::default();
+    std::thread::scope(|sc| {
+        let budget = &budget;
+        // reader: decode ahead, in order
+        sc.spawn(move || {
+            for (k, job) in jobs.iter().enumerate().filter(|(_, j)| !j.resumed) {
+                budget.wait_room();
+                let item = match guarded(|| decode(s, job)) {
+                    Ok(input) => {
+                        budget.take(photo_bytes(&input));
+                        Item::Input(k, Box::new(input))
+                    }
+                    Err(e) => Item::Failed(k, e.to_string()),
+                };
+                if in_tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        // writers: pictures and files, each photo's as a set
+        for _ in 0..s.writers.max(1) {
+            let (out_rx, done_tx) = (&out_rx, done_tx.clone());
+            sc.spawn(move || loop {
+                let item = match out_rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    Ok(item) => item,
+                    Err(_) => break,
+                };
+                let (k, outcome) = match item {
+                    Item::Computed(k, input, c) => {
+                        let r = guarded(|| explain::render(*c, &input, s.namer.prefix(k), s.labels, s.opts, s.namer));
+                        budget.give(photo_bytes(&input));
+                        drop(input);
+                        (k, r.map_or_else(|e| Outcome::Failed(e.to_string()), |r| Outcome::Done(Box::new(r))))
+                    }
+                    Item::Failed(k, msg) => (k, Outcome::Failed(msg)),
+                    Item::Input(k, input) => {
+                        budget.give(photo_bytes(&input));
+                        (k, Outcome::Failed("internal error: an input skipped the network".into()))
+                    }
+                };
+                if done_tx.send((k, outcome)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        // emitter: outcomes in the inputs' order
+        sc.spawn(move || {
+            let mut emit = emit;
+            let mut waiting: BTreeMap<usize, Outcome> = BTreeMap::new();
+            let mut next = 0;
+            let mut flush = |waiting: &mut BTreeMap<usize, Outcome>, next: &mut usize| {
+                while *next < jobs.len() {
+                    if jobs[*next].resumed {
+                        emit(*next, Outcome::Resumed);
+                    } else if let Some(o) = waiting.remove(next) {
+                        emit(*next, o);
+                    } else {
+                        break;
+                    }
+                    *next += 1;
+                }
+            };
+            flush(&mut waiting, &mut next);
+            for (k, o) in done_rx {
+                waiting.insert(k, o);
+                flush(&mut waiting, &mut next);
+            }
+        });
+        network(s, in_rx, out_tx, budget, &mut stats);
+    });
+    stats.wall = start.elapsed();
+    stats
+}
+
+/// The network's stage: batches of one tensor size, run when full or when no decoded input is waiting (the
+/// network never waits for a batch to fill while it could work, and never holds a partial batch while the
+/// reader waits for the budget).
+fn network(s: &Setup, rx: Receiver<Item>, tx: SyncSender<Item>, budget: &Budget, stats: &mut Stats) {
+    let mut batch: Vec<(usize, Box<Input>)> = vec![];
+    let send = |tx: &SyncSender<Item>, item: Item, stats: &mut Stats| {
+        let t = Instant::now();
+        let ok = tx.send(item);
+        stats.blocked += t.elapsed();
+        // the writers are gone (they only stop when this sender does): give the budget back anyway
+        if let Err(mpsc::SendError(Item::Computed(_, i, _) | Item::Input(_, i))) = ok {
+            budget.give(photo_bytes(&i));
+        }
+    };
+    let run = |batch: &mut Vec<(usize, Box<Input>)>, stats: &mut Stats| {
+        if batch.is_empty() {
+            return;
+        }
+        let items = std::mem::take(batch);
+        let t = Instant::now();
+        let compute = |items: &[(usize, Box<Input>)]| {
+            let inputs: Vec<&Input> = items.iter().map(|(_, i)| i.as_ref()).collect();
+            guarded(|| explain::compute_batch(s.net, s.labels, &inputs, s.opts))
+        };
+        let mut out = vec![];
+        match compute(&items) {
+            Ok(cs) => out.extend(items.into_iter().zip(cs).map(|((k, i), c)| Ok((k, i, c)))),
+            // one input's failure must not fail the others: each alone, then each its own result
+            Err(_) if items.len() > 1 => {
+                for one in items {
+                    let r = compute(std::slice::from_ref(&one));
+                    let (k, i) = one;
+                    match r {
+                        Ok(mut cs) if cs.len() == 1 => out.push(Ok((k, i, cs.remove(0)))),
+                        Ok(_) => out.push(Err((k, i, "internal error: no result".to_string()))),
+                        Err(e) => out.push(Err((k, i, e.to_string()))),
+                    }
+                }
+            }
+            Err(e) => out.extend(items.into_iter().map(|(k, i)| Err((k, i, e.to_string())))),
+        }
+        stats.network += t.elapsed();
+        stats.computed += out.len();
+        for r in out {
+            match r {
+                Ok((k, i, c)) => send(&tx, Item::Computed(k, i, Box::new(c)), stats),
+                Err((k, i, msg)) => {
+                    budget.give(photo_bytes(&i));
+                    send(&tx, Item::Failed(k, msg), stats);
+                }
+            }
+        }
+    };
+    loop {
+        let item = if batch.is_empty() {
+            let t = Instant::now();
+            let r = rx.recv();
+            stats.starved += t.elapsed();
+            match r {
+                Ok(i) => i,
+                Err(_) => break,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(i) => i,
+                Err(TryRecvError::Empty) => {
+                    run(&mut batch, stats);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        };
+        match item {
+            Item::Input(k, input) => {
+                // a batch holds inputs of one size, and photos of at most PHOTO_BYTES together
+                let held: usize = batch.iter().map(|(_, b)| photo_bytes(b)).sum();
+                if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims())
+                    || (!batch.is_empty() && held + photo_bytes(&input) > PHOTO_BYTES)
+                {
+                    run(&mut batch, stats);
+                }
+                batch.push((k, input));
+                if batch.len() >= s.batch_size {
+                    run(&mut batch, stats);
+                }
+            }
+            other => send(&tx, other, stats),
+        }
+    }
+    run(&mut batch, stats);
+}
