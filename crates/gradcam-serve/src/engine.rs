@@ -16,7 +16,21 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub type Reply = Result<Response, ApiError>;
-pub type Work = Box<dyn FnOnce(&Model) -> Reply + Send>;
+pub type Work = Box<dyn FnOnce(&Model, &Stop) -> Reply + Send>;
+
+/// Whether a running job should give up: its deadline has passed or its client has gone. A job that does
+/// several passes (several classes) asks between them, so that a request that has timed out does not hold its
+/// worker for the rest of its work.
+pub struct Stop<'a> {
+    deadline: Instant,
+    reply: &'a oneshot::Sender<Reply>,
+}
+
+impl Stop<'_> {
+    pub fn requested(&self) -> bool {
+        self.reply.is_closed() || Instant::now() >= self.deadline
+    }
+}
 
 struct Job {
     work: Work,
@@ -101,8 +115,9 @@ fn worker(rx: &Mutex<Receiver<Job>>, model: &Model, delay: Duration) {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let Job { work, reply, _permit: permit, .. } = job;
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model))).unwrap_or_else(|p| {
+        let Job { work, reply, deadline, _permit: permit } = job;
+        let stop = Stop { deadline, reply: &reply };
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model, &stop))).unwrap_or_else(|p| {
             let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(ApiError::internal(format!(
                 "internal error (a bug in gradcam; please report it with the input): {}",

@@ -27,6 +27,13 @@ use std::time::Duration;
 pub const DEFAULT_MAX_BODY: usize = 20_000_000;
 /// Default pixel limit of an uploaded image: 40 megapixels (a server holds several at once).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Default limit of the pictures one explain request may make: its explanations (classes × methods) times the
+/// image's pixels. Each explanation's pictures are held (as PNG, then base64) until the answer goes out, about
+/// 30 bytes a pixel at worst: 80 megapixels is one explanation of the largest image, or every method for one
+/// class of a 6-megapixel photo.
+pub const DEFAULT_MAX_EXPLAINED_PIXELS: u64 = 80_000_000;
+/// The most explanations (classes × methods) one request may ask, whatever the image's size.
+pub const MAX_EXPLANATIONS: usize = 64;
 /// How much of a body over the limit is read and thrown away before the 413 (then the connection closes).
 pub const DRAIN_BYTES: usize = 64 << 20;
 
@@ -43,6 +50,8 @@ pub struct Config {
     /// From arrival to answer; past it a request gets 503.
     pub timeout: Duration,
     pub limits: ImageLimits,
+    /// Explanations (classes × methods) times the image's pixels, at most, for one request (413 past it).
+    pub max_explained_pixels: u64,
     /// Where the example photos are (`$GRADCAM_HOME/examples`, filled by `scripts/fetch-assets.sh`).
     pub examples: Option<PathBuf>,
     /// Test hook: every job waits this long before it runs.
@@ -59,6 +68,7 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             timeout: Duration::from_secs(60),
             limits: ImageLimits { max_pixels: DEFAULT_MAX_PIXELS, ..ImageLimits::default() },
+            max_explained_pixels: DEFAULT_MAX_EXPLAINED_PIXELS,
             examples: Some(gradcam::models::zoo::home().join("examples")),
             work_delay: Duration::ZERO,
         }

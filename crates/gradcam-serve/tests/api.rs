@@ -628,3 +628,52 @@ fn keep_alive_connections_serve_several_requests() {
         assert_eq!(j["results"][0]["predictions"][0]["class"], 285);
     }
 }
+
+/// The work of one request is bounded: at most `MAX_EXPLANATIONS` explanations (classes × methods, 400 before
+/// any work), and explanations × pixels at most `max_explained_pixels` (413): a request for every class used to
+/// hold hundreds of megabytes of pictures (and a worker for hours) for one small photo.
+#[test]
+fn the_work_of_one_request_is_bounded() {
+    let a = server(Config { max_explained_pixels: 300_000, ..config() });
+    let cat = photo("chelsea.png"); // 451x300 = 135,300 pixels
+    for q in ["class=top1000", "class=top300", "class=top6&method=all", "class=top33&method=gradcam,layercam"] {
+        let r = post(a, &format!("/v1/explain?{q}"), "", &cat);
+        assert_eq!(r.status, 400, "{q}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.error().contains("over the limit of 64"), "{q}: {}", r.error());
+    }
+    // 3 explanations of 135,300 pixels: over 300,000; the message names the count, the size and the limit
+    let r = post(a, "/v1/explain?method=gradcam,layercam,xgradcam", "", &cat);
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.error();
+    assert!(e.contains("3 explanations") && e.contains("451x300") && e.contains("0.3"), "{e}");
+    // classes count once resolved: top2 and the best class's index are 2 classes, 2 x 135,300 fit
+    let r = post(a, "/v1/explain?class=top2&class=285", "", &cat);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let classes: Vec<u64> = r.json()["results"][0]["explanations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["class"].as_u64().unwrap())
+        .collect();
+    assert_eq!(classes, [285, 282]);
+    let r = post(a, "/v1/explain?class=top3", "", &cat);
+    assert_eq!(r.status, 413);
+    assert_eq!(get(a, "/healthz").json()["in_use"], 0);
+}
+
+/// A request for several classes that runs past its timeout stops between classes: its worker is free long
+/// before the rest of its work would have ended (32 Score-CAM passes take minutes).
+#[test]
+fn a_timed_out_request_frees_its_worker() {
+    let a = server(Config { workers: 1, queue: 2, timeout: Duration::from_millis(1500), ..config() });
+    let cat = photo("chelsea.png");
+    let t = Instant::now();
+    let r = post(a, "/v1/explain?class=top32&method=scorecam", "", &cat);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("timed out"));
+    while get(a, "/healthz").json()["in_use"] != 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the worker still runs the timed-out request");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(post(a, "/v1/classify", "", &cat).status, 200);
+}
