@@ -76,7 +76,7 @@ pub fn main(a: &Args) -> gradcam::Result<()> {
         limits: ImageLimits { max_pixels: a.max_pixels, max_decoded_bytes: a.max_decoded_bytes },
         max_explained_pixels: a.max_explained_pixels,
         examples: Some(a.examples.clone().unwrap_or_else(|| zoo::home().join("examples"))),
-        work_delay: Duration::ZERO,
+        ..Config::default()
     };
     let (q, name) = (config.queue, model.net.name.clone());
     let running = crate::start(model, config).map_err(|e| gradcam::Error::io(a.bind.to_string(), e))?;
