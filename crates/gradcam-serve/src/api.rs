@@ -2,7 +2,7 @@
 
 use crate::assets;
 use crate::body::{self, Upload};
-use crate::engine::{Engine, Work};
+use crate::engine::{Engine, Stop, Work};
 use crate::error::ApiError;
 use crate::query::{self, Params};
 use crate::{Config, Model};
@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use gradcam::cam::Score;
-use gradcam::explain::memory::{explain_in_memory, png_bytes, Kind, Wanted};
+use gradcam::explain::memory::{explain_in_memory, png_bytes, InMemory, Kind, Wanted};
 use gradcam::explain::{self, ClassSpec, Input, Options};
 use gradcam::render::Colormap;
 use std::path::PathBuf;
@@ -204,7 +204,7 @@ async fn classify(State(s): State<AppRef>, req: Request) -> Response {
             None => p.count("k", 5, n)?,
         };
         let limits = s.config.limits;
-        Ok(Box::new(move |m: &Model| {
+        Ok(Box::new(move |m: &Model, _: &Stop| {
             let input = decode(m, &up, &limits)?;
             let logits = m
                 .net
@@ -392,6 +392,119 @@ fn check_picture(pic: Picture, o: &Options) -> Result<(), ApiError> {
     }))
 }
 
+/// The most classes `specs` can come to (the union of the top-k's is the largest k's; indices add one each).
+fn class_bound(specs: &[ClassSpec], n: usize) -> usize {
+    let top = specs.iter().filter_map(|s| if let ClassSpec::Top(k) = s { Some(*k) } else { None }).max().unwrap_or(0);
+    let mut indices: Vec<usize> =
+        specs.iter().filter_map(|s| if let ClassSpec::Index(i) = s { Some(*i) } else { None }).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    (top + indices.len()).clamp(1, n.max(1))
+}
+
+/// 400 for a request asking more than [`crate::MAX_EXPLANATIONS`] explanations (checked before it is queued).
+fn check_explanations(o: &Options, n: usize) -> Result<(), ApiError> {
+    let classes = class_bound(&o.classes, n);
+    let count = classes * o.methods.len();
+    if count > crate::MAX_EXPLANATIONS {
+        return Err(ApiError::bad(format!(
+            "class × method: up to {count} explanations ({classes} classes × {} methods), over the limit of {} a \
+             request; ask fewer classes or methods",
+            o.methods.len(),
+            crate::MAX_EXPLANATIONS
+        )));
+    }
+    Ok(())
+}
+
+/// The classes of `specs` as the library resolves them (`explain::resolve_classes`): in order, each once.
+fn resolve_classes(specs: &[ClassSpec], logits: &[f32]) -> Vec<usize> {
+    let rank = gradcam::classify::ranking(logits);
+    let mut out: Vec<usize> = vec![];
+    for s in specs {
+        let add: Vec<usize> = match s {
+            ClassSpec::Top(k) => rank.iter().take(*k).copied().collect(),
+            ClassSpec::Index(i) => vec![*i],
+        };
+        for c in add {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.extend(rank.first());
+    }
+    out
+}
+
+/// [`explain_in_memory`] within the request's limits: 413 when its explanations times the image's pixels are
+/// over `budget`; several classes are explained one at a time (the same report, explanations and grids as one
+/// call makes), and the work stops between them once the request has timed out or its client has gone, so that
+/// a worker is not held long past the request's deadline.
+fn explain_within(
+    m: &Model,
+    input: &Input,
+    opts: &Options,
+    wanted: Wanted,
+    budget: u64,
+    stop: &Stop,
+) -> Result<InMemory, ApiError> {
+    let lib = |e: gradcam::Error| match e {
+        gradcam::Error::Invalid(_) => ApiError::bad(e.to_string()),
+        e => ApiError::internal(e.to_string()),
+    };
+    let classes = match opts.classes.as_slice() {
+        [ClassSpec::Top(1)] | [ClassSpec::Index(_)] => None,
+        specs => {
+            let ex = gradcam::cam::Explainer::new(&m.net, &opts.layers).map_err(lib)?;
+            let logits = ex
+                .prefix(&input.tensor)
+                .and_then(|p| ex.logits_from(&p))
+                .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+                .map_err(lib)?;
+            explain::check_logits(&m.net, input, &logits).map_err(ApiError::from_input)?;
+            Some(resolve_classes(specs, &logits))
+        }
+    };
+    let n = classes.as_ref().map_or(1, Vec::len);
+    let (w, h) = input.photo.dimensions();
+    let pixels = u64::from(w) * u64::from(h) * (n * opts.methods.len()) as u64;
+    if pixels > budget {
+        return Err(ApiError::too_large(format!(
+            "{} explanations ({n} classes × {} methods) of a {w}x{h} image are {:.1} megapixels of pictures, over \
+             the limit of {:.1} (the server's --max-explained-pixels); ask fewer classes or methods, or send a \
+             smaller image",
+            n * opts.methods.len(),
+            opts.methods.len(),
+            pixels as f64 / 1e6,
+            budget as f64 / 1e6
+        )));
+    }
+    let Some(classes) = classes else {
+        return explain_in_memory(&m.net, &m.labels, input, opts, wanted).map_err(lib);
+    };
+    let mut all: Option<InMemory> = None;
+    for c in classes {
+        if stop.requested() {
+            return Err(ApiError::timed_out());
+        }
+        let mut o = opts.clone();
+        o.classes = vec![ClassSpec::Index(c)];
+        let r = explain_in_memory(&m.net, &m.labels, input, &o, wanted).map_err(lib)?;
+        match &mut all {
+            None => all = Some(r),
+            Some(a) => {
+                a.report.explanations.extend(r.report.explanations);
+                a.report.grids.extend(r.report.grids);
+                a.files.extend(r.files);
+                a.grids.extend(r.grids);
+            }
+        }
+    }
+    all.ok_or_else(|| ApiError::internal("no class to explain"))
+}
+
 fn wants_png(h: &HeaderMap) -> bool {
     let accept = h.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
     let a = accept.to_ascii_lowercase();
@@ -413,8 +526,9 @@ async fn explain(State(s): State<AppRef>, req: Request) -> Response {
         if let Some(pic) = picture {
             check_picture(pic, &opts)?;
         }
-        let limits = s.config.limits;
-        Ok(Box::new(move |m: &Model| {
+        check_explanations(&opts, s.model.labels.len())?;
+        let (limits, budget) = (s.config.limits, s.config.max_explained_pixels);
+        Ok(Box::new(move |m: &Model, stop: &Stop| {
             let input = decode(m, &up, &limits)?;
             let stem = gradcam::naming::stem_of(std::path::Path::new(&input.name));
             let wanted = match picture {
@@ -432,10 +546,7 @@ async fn explain(State(s): State<AppRef>, req: Request) -> Response {
                     ..Wanted::NONE
                 },
             };
-            let r = explain_in_memory(&m.net, &m.labels, &input, &opts, wanted).map_err(|e| match e {
-                gradcam::Error::Invalid(_) => ApiError::bad(e.to_string()),
-                e => ApiError::internal(e.to_string()),
-            })?;
+            let r = explain_within(m, &input, &opts, wanted, budget, stop)?;
             match picture {
                 Some(Picture::Grid) => {
                     let g = r.grids.into_iter().next().ok_or_else(|| ApiError::internal("no grid was made"))?;

@@ -42,6 +42,10 @@ pub struct Args {
     /// Refuse images whose decoded pixels would take more than this many bytes (from the header; 413).
     #[arg(long, default_value_t = gradcam::image::DEFAULT_MAX_DECODED_BYTES)]
     pub max_decoded_bytes: u64,
+    /// Refuse an explain request whose explanations (classes × methods) times the image's pixels exceed this (413):
+    /// the pictures of a request are held in memory until its answer goes out.
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_EXPLAINED_PIXELS)]
+    pub max_explained_pixels: u64,
     /// Folder of example photos the page offers. Default: $GRADCAM_HOME/examples (scripts/fetch-assets.sh).
     #[arg(long)]
     pub examples: Option<PathBuf>,
@@ -70,8 +74,9 @@ pub fn main(a: &Args) -> gradcam::Result<()> {
         max_body: a.max_body,
         timeout: Duration::from_secs_f64(a.timeout),
         limits: ImageLimits { max_pixels: a.max_pixels, max_decoded_bytes: a.max_decoded_bytes },
+        max_explained_pixels: a.max_explained_pixels,
         examples: Some(a.examples.clone().unwrap_or_else(|| zoo::home().join("examples"))),
-        work_delay: Duration::ZERO,
+        ..Config::default()
     };
     let (q, name) = (config.queue, model.net.name.clone());
     let running = crate::start(model, config).map_err(|e| gradcam::Error::io(a.bind.to_string(), e))?;

@@ -1,27 +1,50 @@
 //! The workers: a fixed number of threads, each running one request's network pass at a time (the passes
 //! themselves run on the library's rayon pool, never on the async runtime's threads), fed by a bounded queue.
 //!
-//! A request takes a permit before its body is read ([`Engine::admit`]); there are `workers + queue` permits,
-//! so at most that many bodies are held in memory and at most `queue` requests wait. A request that finds no
+//! A request takes a permit before its body is read ([`Engine::admit`]) and keeps it until its answer has been
+//! sent; there are `workers + queue` permits, so at most that many bodies (and answers) are held in memory and at
+//! most `queue` requests wait. A request that finds no
 //! permit is refused at once (503, `Retry-After`). A queued request whose client has gone, or whose deadline has
 //! passed, is skipped by the worker that takes it.
 
 use crate::error::ApiError;
 use crate::Model;
+use axum::body::Body;
 use axum::response::Response;
+use http_body::{Frame, SizeHint};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub type Reply = Result<Response, ApiError>;
-pub type Work = Box<dyn FnOnce(&Model) -> Reply + Send>;
+pub type Work = Box<dyn FnOnce(&Model, &Stop) -> Reply + Send>;
+
+/// Whether a running job should give up: its deadline has passed or its client has gone. A job that does
+/// several passes (several classes) asks between them, so that a request that has timed out does not hold its
+/// worker for the rest of its work.
+pub struct Stop<'a> {
+    deadline: Instant,
+    reply: &'a oneshot::Sender<Answer>,
+}
+
+impl Stop<'_> {
+    pub fn requested(&self) -> bool {
+        self.reply.is_closed() || Instant::now() >= self.deadline
+    }
+}
+
+/// An answer and the slot of its request: the slot is held until the answer's body has been sent (or dropped),
+/// so that at most `workers + queue` answers are held in memory, whether or not their clients read them.
+type Answer = (Reply, OwnedSemaphorePermit);
 
 struct Job {
     work: Work,
     deadline: Instant,
-    reply: oneshot::Sender<Reply>,
+    reply: oneshot::Sender<Answer>,
     /// Released when the job is done or skipped: the slot is free again.
     _permit: OwnedSemaphorePermit,
 }
@@ -79,7 +102,9 @@ impl Engine {
             tx.try_send(job).map_err(|_| ApiError::internal("the work queue refused a job it has room for"))?;
         }
         match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok((r, slot))) => {
+                r.map(|resp| resp.map(|body| Body::new(Held { body, rest: bytes::Bytes::new(), _slot: slot })))
+            }
             Ok(Err(_)) => Err(ApiError::internal("the worker ended without an answer")),
             Err(_) => Err(ApiError::timed_out()),
         }
@@ -101,16 +126,70 @@ fn worker(rx: &Mutex<Receiver<Job>>, model: &Model, delay: Duration) {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let Job { work, reply, _permit: permit, .. } = job;
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model))).unwrap_or_else(|p| {
+        let Job { work, reply, deadline, _permit: permit } = job;
+        let stop = Stop { deadline, reply: &reply };
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(model, &stop))).unwrap_or_else(|p| {
             let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
             Err(ApiError::internal(format!(
                 "internal error (a bug in gradcam; please report it with the input): {}",
                 what.unwrap_or_else(|| "panic".into())
             )))
         });
-        // the slot is free before the client hears the answer
-        drop(permit);
-        let _ = reply.send(r);
+        // the slot goes with the answer (freed when its body has been sent, or at once if the client has gone)
+        let _ = reply.send((r, permit));
+    }
+}
+
+/// An answer's body holding its request's slot. It gives its bytes in pieces, so that hyper takes the next piece
+/// only once the last has been written: the body (and the slot) lives until the answer has nearly all been sent.
+struct Held {
+    body: Body,
+    /// What is left of the frame being sent.
+    rest: bytes::Bytes,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The pieces an answer is handed over in.
+const PIECE: usize = 256 << 10;
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.rest.is_empty() {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        let n = self.rest.len().min(PIECE);
+        Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        match inner.exact() {
+            Some(n) => SizeHint::with_exact(n + rest),
+            None => {
+                let mut h = SizeHint::new();
+                h.set_lower(inner.lower() + rest);
+                if let Some(u) = inner.upper() {
+                    h.set_upper(u + rest);
+                }
+                h
+            }
+        }
     }
 }

@@ -35,7 +35,8 @@ impl ApiError {
             retry_after: Some(5),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the request timed out waiting for a worker (the server is busy); try again later",
+                "the request timed out: it was not answered within the server's --timeout (it waited for a worker, or \
+                 its work took too long); try again later, or ask for less",
             )
         }
     }

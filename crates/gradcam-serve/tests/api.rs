@@ -628,3 +628,135 @@ fn keep_alive_connections_serve_several_requests() {
         assert_eq!(j["results"][0]["predictions"][0]["class"], 285);
     }
 }
+
+/// The work of one request is bounded: at most `MAX_EXPLANATIONS` explanations (classes × methods, 400 before
+/// any work), and explanations × pixels at most `max_explained_pixels` (413): a request for every class used to
+/// hold hundreds of megabytes of pictures (and a worker for hours) for one small photo.
+#[test]
+fn the_work_of_one_request_is_bounded() {
+    let a = server(Config { max_explained_pixels: 300_000, ..config() });
+    let cat = photo("chelsea.png"); // 451x300 = 135,300 pixels
+    for q in ["class=top1000", "class=top300", "class=top6&method=all", "class=top33&method=gradcam,layercam"] {
+        let r = post(a, &format!("/v1/explain?{q}"), "", &cat);
+        assert_eq!(r.status, 400, "{q}: {}", String::from_utf8_lossy(&r.body));
+        assert!(r.error().contains("over the limit of 64"), "{q}: {}", r.error());
+    }
+    // 3 explanations of 135,300 pixels: over 300,000; the message names the count, the size and the limit
+    let r = post(a, "/v1/explain?method=gradcam,layercam,xgradcam", "", &cat);
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.error();
+    assert!(e.contains("3 explanations") && e.contains("451x300") && e.contains("0.3"), "{e}");
+    // classes count once resolved: top2 and the best class's index are 2 classes, 2 x 135,300 fit
+    let r = post(a, "/v1/explain?class=top2&class=285", "", &cat);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let classes: Vec<u64> = r.json()["results"][0]["explanations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["class"].as_u64().unwrap())
+        .collect();
+    assert_eq!(classes, [285, 282]);
+    let r = post(a, "/v1/explain?class=top3", "", &cat);
+    assert_eq!(r.status, 413);
+    assert_eq!(get(a, "/healthz").json()["in_use"], 0);
+}
+
+/// A request for several classes that runs past its timeout stops between classes: its worker is free long
+/// before the rest of its work would have ended (32 Score-CAM passes take minutes).
+#[test]
+fn a_timed_out_request_frees_its_worker() {
+    let a = server(Config { workers: 1, queue: 2, timeout: Duration::from_millis(1500), ..config() });
+    let cat = photo("chelsea.png");
+    let t = Instant::now();
+    let r = post(a, "/v1/explain?class=top32&method=scorecam", "", &cat);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.error().contains("timed out"));
+    while get(a, "/healthz").json()["in_use"] != 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the worker still runs the timed-out request");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(post(a, "/v1/classify", "", &cat).status, 200);
+}
+
+/// A PNG of noise (it does not compress: its pictures make a large answer).
+fn noise_png(w: u32, h: u32) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        let mut c = [0u8; 3];
+        for v in &mut c {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *v = x as u8;
+        }
+        image::Rgb(c)
+    });
+    let mut png = vec![];
+    image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    png
+}
+
+/// A connection that sends its request's head slowly, or stays idle, is closed (it used to be kept forever: a
+/// few thousand such connections took every file descriptor).
+#[test]
+fn slow_or_idle_connections_are_closed() {
+    let a = server(Config { head_timeout: Duration::from_millis(1000), ..config() });
+    let t = Instant::now();
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaa").unwrap();
+    let mut raw = vec![];
+    let r = s.read_to_end(&mut raw);
+    assert!(
+        r.is_ok() && t.elapsed() < Duration::from_secs(10),
+        "closed after the head timeout: {r:?} {:?}",
+        t.elapsed()
+    );
+    // idle between requests on a kept-alive connection
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let t = Instant::now();
+    let mut raw = vec![];
+    let r = s.read_to_end(&mut raw);
+    assert!(r.is_ok() && t.elapsed() < Duration::from_secs(10), "an idle connection is closed: {r:?}");
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+}
+
+/// An answer whose client does not read it keeps its request's slot, and is dropped (the connection closed)
+/// once it has made no progress for the stall timeout: answers used to be held for as long as their clients
+/// kept their connections open, any number of them (two gigabytes for six clients).
+#[test]
+fn an_unread_answer_is_dropped() {
+    let a = server(Config { stall_timeout: Duration::from_millis(1500), ..config() });
+    let img = noise_png(2400, 1600); // an answer of about 90 MB, more than the kernel buffers on loopback hold
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST /v1/explain?method=gradcam,layercam,xgradcam,hirescam HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        img.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&img).unwrap();
+    // the slot is taken while the answer is made and while it waits for its client, then freed
+    let t = Instant::now();
+    let mut seen_busy = false;
+    loop {
+        let n = get(a, "/healthz").json()["in_use"].as_u64().unwrap();
+        seen_busy |= n > 0;
+        if seen_busy && n == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "the slot is never freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // what was sent before the stall, then the end: not the whole answer
+    let mut raw = vec![];
+    let _ = s.read_to_end(&mut raw);
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("the head was sent");
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).unwrap().trim().parse().unwrap();
+    assert!(raw.len() - end - 4 < len, "the answer ({len} bytes) was cut when its client stopped reading");
+    assert_eq!(post(a, "/v1/classify", "", &photo("chelsea.png")).status, 200);
+}
