@@ -601,6 +601,11 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         }
         pr.inc(1);
     });
+    if let (true, Some(m)) = (recording, manifest.as_mut()) {
+        if let Err(e) = m.sync() {
+            pr.say(format!("warning: {e:#}; a later --resume may redo the last inputs"), true);
+        }
+    }
     if let Some(b) = &pr.bar {
         b.finish_and_clear();
     }

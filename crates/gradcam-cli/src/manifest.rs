@@ -9,6 +9,12 @@
 //! first line is written atomically (a temporary renamed into place), so a manifest never lacks its options.
 //! An input whose files were put in place but whose line was not written is redone, and its files rewritten
 //! with the same bytes.
+//!
+//! Lines reach the disk (`fdatasync`) at most once a second and when the run ends, not after each input: a
+//! killed process loses nothing (its writes are in the kernel's cache), and a machine that loses power loses at
+//! most the last second's lines, whose inputs are redone (the pictures are not synced either: resuming checks
+//! every file's size). Syncing after every input forced a journal commit per photo: 4 ms of system time each
+//! on a 2-core machine, taken from the network.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -30,7 +36,11 @@ pub struct Entry {
 pub struct Manifest {
     path: PathBuf,
     file: File,
+    synced: std::time::Instant,
 }
+
+/// How often appended lines are synced to the disk.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key of an input: its path exactly (base64 of its bytes where they are not UTF-8).
 pub fn key(path: &Path) -> String {
@@ -55,7 +65,7 @@ impl Manifest {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open the run's manifest {}", path.display()))?;
-        Ok(Manifest { path, file })
+        Ok(Manifest { path, file, synced: std::time::Instant::now() })
     }
 
     /// Resume the run recorded in `out`: the inputs it finished whose files are all there, whole (the sizes it
@@ -123,7 +133,8 @@ impl Manifest {
         Ok(Some((Self::open(path)?, entries)))
     }
 
-    /// Record an input whose files are in place: one whole line, on the disk before this returns.
+    /// Record an input whose files are in place: one whole line, written before this returns (synced to the
+    /// disk within a second, see the module's notes, and by [`Manifest::sync`]).
     pub fn append(&mut self, key: &str, prefix: &str, report: &Value) -> Result<()> {
         let mut files = serde_json::Map::new();
         for f in report_files(report) {
@@ -134,7 +145,16 @@ impl Manifest {
         let mut line = serde_json::to_vec(&v)?;
         line.push(b'\n');
         self.file.write_all(&line).with_context(|| format!("cannot write {}", self.path.display()))?;
+        if self.synced.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The lines appended so far, on the disk.
+    pub fn sync(&mut self) -> Result<()> {
         self.file.sync_data().with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.synced = std::time::Instant::now();
         Ok(())
     }
 

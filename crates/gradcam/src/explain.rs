@@ -250,7 +250,7 @@ impl Input {
         let photo = RgbImage::from_fn(tw as u32, th as u32, |x, y| {
             image::Rgb([0, 1, 2].map(|c| {
                 let v = a.data[c * th * tw + y as usize * tw + x as usize] * n.std[c] + n.mean[c];
-                (v * 255.0).round().clamp(0.0, 255.0) as u8
+                crate::render::round_u8(v * 255.0)
             }))
         });
         let tensor = a.to_tensor(&net.device)?;

@@ -349,7 +349,7 @@ fn map_pictures(photo: &RgbImage, map: &Map, style: Style, kinds: &[Kind]) -> Re
                     Kind::Overlay => {
                         let heat = style.colormap.color(*v);
                         for c in 0..3 {
-                            dst[c] = (a * heat[c] as f32 + (1.0 - a) * px[c] as f32).round().clamp(0.0, 255.0) as u8;
+                            dst[c] = crate::render::round_u8(a * heat[c] as f32 + (1.0 - a) * px[c] as f32);
                         }
                     }
                     Kind::Heatmap => dst.copy_from_slice(&style.colormap.color(*v)),
@@ -384,7 +384,7 @@ fn chw_png(x: &[f32], h: usize, w: usize, out_w: u32, out_h: u32) -> Result<Vec<
         }
         for (i, dst) in line.chunks_exact_mut(3).enumerate() {
             for c in 0..3 {
-                dst[c] = (r[c][i] * 255.0).round().clamp(0.0, 255.0) as u8;
+                dst[c] = crate::render::round_u8(r[c][i] * 255.0);
             }
         }
         png.row(&line)?;
