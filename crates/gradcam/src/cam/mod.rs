@@ -139,6 +139,34 @@ impl<'a> Explainer<'a> {
         })
     }
 
+    /// [`Explainer::capture_from`] without the backward pass, for methods that use no gradient (EigenCAM,
+    /// ScoreCAM, AblationCAM): the same logits and activations; every `gradients` is zeros.
+    pub fn capture_forward_only(
+        &self,
+        x: &Tensor,
+        prefix: &Tensor,
+        classes: &[usize],
+        score: Score,
+    ) -> Result<Captured> {
+        let (net, first) = (self.net, self.first_stage());
+        let mut acts = vec![(first, prefix.clone())];
+        let mut cur = prefix.clone();
+        for i in first + 1..net.num_stages() {
+            cur = net.forward_range(&cur, i, i + 1, Backprop::Plain)?;
+            if self.stages.contains(&i) {
+                acts.push((i, cur.clone()));
+            }
+        }
+        let mut layers = vec![];
+        for (name, &stage) in self.layer_names.iter().zip(&self.stages) {
+            let find = || Error::invalid("internal: a target layer's capture was lost");
+            let a = acts.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
+            let gradients = a.zeros_like()?;
+            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients });
+        }
+        Ok(Captured { logits: cur, input: x.clone(), classes: classes.to_vec(), score, layers })
+    }
+
     /// On the CPU: the stages after the first target run taped, and their own backward pass gives dY/dA.
     fn capture_taped(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
         let (net, first) = (self.net, self.first_stage());
@@ -331,9 +359,15 @@ pub fn maps_for(
 ) -> Result<Vec<Vec<postprocess::Map>>> {
     let (_, _, h, w) = x.dims4()?;
     crate::ops::in_pool(|| {
-        let cap = match trunk {
-            Some(t) => ex.capture_from(x, t, classes, score)?,
-            None => ex.capture(x, classes, score)?,
+        // gradient-free methods alone (EigenCAM, ScoreCAM, AblationCAM) pay for no backward pass
+        let prefix = match trunk {
+            Some(t) => t.clone(),
+            None => ex.prefix(x)?,
+        };
+        let cap = if methods.iter().any(|m| m.uses_gradients()) {
+            ex.capture_from(x, &prefix, classes, score)?
+        } else {
+            ex.capture_forward_only(x, &prefix, classes, score)?
         };
         methods.iter().map(|m| Ok(final_maps(&raw_maps(ex.net, &cap, *m, o)?, (h, w)))).collect()
     })
@@ -415,6 +449,41 @@ mod tests {
                     let m = q.gradients.abs()?.max_all()?.to_scalar::<f32>()?;
                     assert!(m > 0.0, "{model} {}: zero gradient, nothing checked", p.layer);
                     assert!(d <= 1e-5 * m, "{model} {} {score:?}: gradients differ by {d} (max {m})", p.layer);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gradient-free methods run no backward pass: their maps (and the capture's logits and activations) equal,
+    /// bit for bit, those from a full capture with its backward pass; a gradient method beside them brings the
+    /// backward pass back.
+    #[test]
+    fn gradient_free_methods_skip_the_backward_pass_with_the_same_maps() -> Result<()> {
+        for (model, layers) in [("resnet18", &["layer4", "layer3"][..]), ("efficientnet_lite0", &["head"][..])] {
+            let net = crate::load_model(model, Some("synthetic"), &candle_core::Device::Cpu)?;
+            let ex = Explainer::new(&net, &layers.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+            let x = crate::bench::input(&net, 2)?;
+            let pre = ex.prefix(&x)?;
+            let (full, fwd) = (
+                ex.capture_taped(&x, &pre, &[7, 300], Score::Logit)?,
+                ex.capture_forward_only(&x, &pre, &[7, 300], Score::Logit)?,
+            );
+            assert_eq!(full.logits.to_vec2::<f32>()?, fwd.logits.to_vec2::<f32>()?, "{model}: logits");
+            for (p, q) in full.layers.iter().zip(&fwd.layers) {
+                let d = (&p.activations - &q.activations)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert_eq!(d, 0.0, "{model} {}: activations differ", p.layer);
+            }
+            let o = MapOptions { batch_size: 64, ..MapOptions::default() };
+            for name in ["eigencam", "ablationcam"] {
+                let m = methods::method(name)?;
+                assert!(!m.uses_gradients());
+                let a = raw_maps(&net, &full, m.as_ref(), o)?;
+                let b = raw_maps(&net, &fwd, m.as_ref(), o)?;
+                for (la, lb) in a.iter().zip(&b) {
+                    for (ma, mb) in la.iter().zip(lb) {
+                        assert_eq!(ma.data, mb.data, "{model} {name}: maps differ");
+                    }
                 }
             }
         }
