@@ -223,3 +223,39 @@ fn pictures_and_png_compression() {
     assert_eq!(code, 1);
     assert!(err.contains("--png-compression 11: expected none, fastest, fast, or a zlib level 1-9"), "{err}");
 }
+
+/// A run with one pool thread, a photo over half the budget after two that hold nearly half of it: the
+/// decoding job waited for the budget on the only pool thread, which the network and the writers needed to
+/// give it back, and the run hung.
+#[test]
+fn a_large_photo_after_others_does_not_hang_a_single_pool_thread() {
+    let d = tempdir("budget-hang").join("in");
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, side) in [("a1.png", 4000), ("a2.png", 4000), ("a3.png", 8000)] {
+        image::RgbImage::from_pixel(side, side, image::Rgb([20, 200, 40])).save(d.join(name)).unwrap();
+    }
+    let out = d.parent().unwrap().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["explain", s(&d), "--out", s(&out), "--pictures", "overlay", "--jsonl"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the run hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut lines).unwrap();
+    assert!(status.success(), "{lines}");
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+}
