@@ -483,6 +483,8 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         .map(|(f, tensor)| pipeline::Job { path: f.clone(), tensor, resumed: false })
         .collect();
     let all_inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+    // each input as it is before it is read: a --resume redoes an input changed since its line was written
+    let stamps: Vec<Option<manifest::Stamp>> = all_inputs.iter().map(|p| manifest::stamp(p)).collect();
     let namer = Namer::new(&all_inputs);
     // the run's record: what an interrupted run finished, for --resume
     let recorded = run_options(a, &net, &opts);
@@ -507,7 +509,11 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         let mut earlier = earlier;
         for (k, j) in jobs.iter_mut().enumerate() {
             // an input is skipped only under the names this run gives it (a new input can change them)
-            if let Some(e) = earlier.remove(&manifest::key(&j.path)).filter(|e| e.prefix == namer.prefix(k)) {
+            // and only while the input is the file it was then (its size and modification time)
+            if let Some(e) = earlier
+                .remove(&manifest::key(&j.path))
+                .filter(|e| e.prefix == namer.prefix(k) && e.input.is_some() && e.input == stamps[k])
+            {
                 j.resumed = true;
                 resumed[k] = Some(e);
             }
@@ -576,7 +582,7 @@ fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
         match result {
             Ok((v, new)) => {
                 if let (true, true, Some(m)) = (new, recording, manifest.as_mut()) {
-                    if let Err(e) = m.append(&manifest::key(path), namer.prefix(k), &v) {
+                    if let Err(e) = m.append(&manifest::key(path), namer.prefix(k), stamps[k], &v) {
                         pr.say(format!("warning: {e:#}; a later --resume will redo the inputs from here on"), true);
                         recording = false;
                     }

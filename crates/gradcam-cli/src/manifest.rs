@@ -31,6 +31,27 @@ pub struct Entry {
     offset: u64,
     len: usize,
     pub prefix: String,
+    /// The input as it was when it was read ([`stamp`]): an input changed since is done again.
+    pub input: Option<Stamp>,
+}
+
+/// An input file's size and modification time (seconds, nanoseconds): what tells a changed input from the one
+/// an earlier run explained.
+pub type Stamp = (u64, i64, u32);
+
+/// The stamp of an input, None where it cannot be read.
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.len(), m.mtime(), m.mtime_nsec() as u32))
+    }
+    #[cfg(not(unix))]
+    {
+        let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some((m.len(), t.as_secs() as i64, t.subsec_nanos()))
+    }
 }
 
 pub struct Manifest {
@@ -123,7 +144,8 @@ impl Manifest {
             };
             if let (Some(k), Some(p)) = (v["key"].as_str(), v["prefix"].as_str()) {
                 if files_whole(&v["files"]) {
-                    entries.insert(k.to_string(), Entry { offset, len: n, prefix: p.to_string() });
+                    let input = serde_json::from_value::<Option<Stamp>>(v["input"].clone()).ok().flatten();
+                    entries.insert(k.to_string(), Entry { offset, len: n, prefix: p.to_string(), input });
                 } else {
                     entries.remove(k);
                 }
@@ -135,13 +157,13 @@ impl Manifest {
 
     /// Record an input whose files are in place: one whole line, written before this returns (synced to the
     /// disk within a second, see the module's notes, and by [`Manifest::sync`]).
-    pub fn append(&mut self, key: &str, prefix: &str, report: &Value) -> Result<()> {
+    pub fn append(&mut self, key: &str, prefix: &str, input: Option<Stamp>, report: &Value) -> Result<()> {
         let mut files = serde_json::Map::new();
         for f in report_files(report) {
             let len = std::fs::metadata(&f).with_context(|| format!("cannot read back {f}"))?.len();
             files.insert(f, len.into());
         }
-        let v = serde_json::json!({"key": key, "prefix": prefix, "files": files, "report": report});
+        let v = serde_json::json!({"key": key, "prefix": prefix, "input": input, "files": files, "report": report});
         let mut line = serde_json::to_vec(&v)?;
         line.push(b'\n');
         self.file.write_all(&line).with_context(|| format!("cannot write {}", self.path.display()))?;

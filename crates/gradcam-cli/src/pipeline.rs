@@ -175,15 +175,18 @@ pub fn run(s: &Setup, jobs: &[Job], emit: impl FnMut(usize, Outcome) + Send) -> 
                     let (one_tx, one_rx) = mpsc::sync_channel::<Item>(1);
                     rs.spawn(move |_| {
                         let item = match guarded(|| decode(s, job)) {
-                            Ok(input) => {
-                                budget.take(photo_bytes(&input));
-                                Item::Input(k, Box::new(input))
-                            }
+                            Ok(input) => Item::Input(k, Box::new(input)),
                             Err(e) => Item::Failed(k, e.to_string()),
                         };
                         let _ = one_tx.send(item);
                     });
                     let item = one_rx.recv().unwrap_or_else(|_| Item::Failed(k, "internal error: no decoding".into()));
+                    // the budget is waited for here, never in the pool's job: a pool thread blocked on it could
+                    // be the one the network and the writers need to give it back (with one pool thread, a
+                    // large photo after others hung the run)
+                    if let Item::Input(_, input) = &item {
+                        budget.take(photo_bytes(input));
+                    }
                     if in_tx.send(item).is_err() {
                         break;
                     }

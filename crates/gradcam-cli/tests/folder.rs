@@ -223,3 +223,66 @@ fn pictures_and_png_compression() {
     assert_eq!(code, 1);
     assert!(err.contains("--png-compression 11: expected none, fastest, fast, or a zlib level 1-9"), "{err}");
 }
+
+/// A run with one pool thread, a photo over half the budget after two that hold nearly half of it: the
+/// decoding job waited for the budget on the only pool thread, which the network and the writers needed to
+/// give it back, and the run hung.
+#[test]
+fn a_large_photo_after_others_does_not_hang_a_single_pool_thread() {
+    let d = tempdir("budget-hang").join("in");
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, side) in [("a1.png", 4000), ("a2.png", 4000), ("a3.png", 8000)] {
+        image::RgbImage::from_pixel(side, side, image::Rgb([20, 200, 40])).save(d.join(name)).unwrap();
+    }
+    let out = d.parent().unwrap().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["explain", s(&d), "--out", s(&out), "--pictures", "overlay", "--jsonl"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the run hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut lines).unwrap();
+    assert!(status.success(), "{lines}");
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+}
+
+/// An input replaced after a run (same name, other pixels): --resume explains it again instead of keeping the
+/// pictures of the photo that was there; the unchanged inputs are still skipped.
+#[test]
+fn resume_redoes_an_input_changed_since() {
+    let input = photo_folder("changed", 3);
+    let root = input.parent().unwrap().to_path_buf();
+    let (out, fresh) = (root.join("out"), root.join("fresh"));
+    assert_eq!(explain(&[s(&input), "--out", s(&out), "--json"]).0, 1);
+    let mtime = |f: &str| std::fs::metadata(out.join(f)).unwrap().modified().unwrap();
+    let o0 = find(&out, "p00.", ".overlay.png");
+    let before = mtime(&o0);
+    std::thread::sleep(Duration::from_millis(20));
+    image::RgbImage::from_fn(90, 70, |x, y| image::Rgb([(x * 7) as u8, (y * 3) as u8, 99]))
+        .save(input.join("p01.png"))
+        .unwrap();
+    let (code, got, err) = explain(&[s(&input), "--out", s(&out), "--json", "--resume"]);
+    assert_eq!(code, 1, "{err}");
+    let (_, want, _) = explain(&[s(&input), "--out", s(&fresh), "--json"]);
+    let shown = |v: &str, d: &Path| json(v).to_string().replace(&format!("{}/", d.display()), "OUT/");
+    assert_eq!(shown(&got, &out), shown(&want, &fresh));
+    assert_eq!(mtime(&o0), before, "p00 is unchanged: skipped");
+    let (a, b) = (files_of(&out), files_of(&fresh));
+    for (name, bytes) in b.iter().filter(|(n, _)| !n.starts_with('.')) {
+        assert!(a[name] == *bytes, "{name} differs");
+    }
+}
