@@ -32,6 +32,9 @@ const READ_AHEAD: usize = 2;
 /// Photos whose maps wait for their pictures.
 const RENDER_QUEUE: usize = 2;
 
+/// Finished outcomes waiting for the emitter (the report's writer).
+const DONE_QUEUE: usize = 64;
+
 /// What became of one input.
 pub enum Outcome {
     Done(Box<Report>),
@@ -162,7 +165,10 @@ pub fn run(s: &Setup, jobs: &[Job], emit: impl FnMut(usize, Outcome) + Send) -> 
     let (in_tx, in_rx) = mpsc::sync_channel::<Item>(s.batch_size + READ_AHEAD);
     let (out_tx, out_rx) = mpsc::sync_channel::<Item>(RENDER_QUEUE);
     let out_rx = Mutex::new(out_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Outcome)>();
+    // bounded: a reader of the report that stalls (a full pipe) holds the pipeline back instead of letting
+    // finished outcomes pile up in memory (the emitter needs nothing from the pool, so the writers' jobs that
+    // wait here are freed as soon as it writes again)
+    let (done_tx, done_rx) = mpsc::sync_channel::<(usize, Outcome)>(DONE_QUEUE);
     let mut stats = Stats::default();
     std::thread::scope(|sc| {
         let budget = &budget;
