@@ -330,7 +330,7 @@ fn resolve_classes(specs: &[ClassSpec], logits: &[f32]) -> Vec<usize> {
 }
 
 /// What one method gives for one image and class.
-struct Output {
+pub(crate) struct Output {
     /// The map at the input's size (for guided-gradcam: the Grad-CAM map it was weighted with).
     map: Option<Map>,
     /// Guided methods: the 3×H×W gradient.
@@ -508,13 +508,7 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
             let idx = candle_core::Tensor::from_iter(sel.iter().map(|&i| i as u32), x.device())?;
             (x.index_select(&idx, 0)?, trunk.index_select(&idx, 0)?)
         };
-        let maps = if cam_refs.is_empty() {
-            vec![]
-        } else if opts.aug_smooth {
-            cam::maps_aug_smooth(&ex, &xs, &cls, opts.score, &cam_refs, opts.map_options())?
-        } else {
-            cam::maps_for(&ex, &xs, Some(&ts), &cls, opts.score, &cam_refs, opts.map_options())?
-        };
+        let maps = cam_maps(&ex, &xs, &ts, &cls, &cam_refs, opts)?;
         let gb = if wants_gb { Some(guided::guided_backprop(net, &xs, &cls, opts.score)?) } else { None };
         for (j, &i) in sel.iter().enumerate() {
             for (k, name) in cam_names.iter().enumerate() {
@@ -528,25 +522,55 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
             if let Some(g) = &gb_i {
                 check_finite(inputs[i], "Guided Backprop gradient", g)?;
             }
-            let mut outputs = vec![];
-            for m in &opts.methods {
-                let o = if m == GUIDED_BACKPROP {
-                    Output { map: None, gradient: gb_i.clone() }
-                } else if m == GUIDED_GRADCAM {
-                    let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
-                    let hw = ih * iw;
-                    let g = gb_i.as_deref().unwrap_or(&[]);
-                    let ggc = g.iter().enumerate().map(|(p, v)| v * gm.data[p % hw]).collect();
-                    Output { map: Some(gm), gradient: Some(ggc) }
-                } else {
-                    Output { map: map_of(m), gradient: None }
-                };
-                outputs.push((m.clone(), o));
-            }
+            let outputs = opts
+                .methods
+                .iter()
+                .map(|m| (m.clone(), method_output(m, &map_of, gb_i.as_deref(), (ih, iw))))
+                .collect();
             out[i].slots.push((cls[j], outputs));
         }
     }
     Ok(out)
+}
+
+/// The CAM methods' maps of a batch (`x`, its trunk up to the first target layer, one class per image):
+/// `maps[method][image]`, with `--aug-smooth` where asked.
+pub(crate) fn cam_maps(
+    ex: &cam::Explainer,
+    x: &candle_core::Tensor,
+    trunk: &candle_core::Tensor,
+    classes: &[usize],
+    cam_refs: &[&dyn cam::Method],
+    opts: &Options,
+) -> Result<Vec<Vec<Map>>> {
+    if cam_refs.is_empty() {
+        Ok(vec![])
+    } else if opts.aug_smooth {
+        cam::maps_aug_smooth(ex, x, classes, opts.score, cam_refs, opts.map_options())
+    } else {
+        cam::maps_for(ex, x, Some(trunk), classes, opts.score, cam_refs, opts.map_options())
+    }
+}
+
+/// What one method gives for one image: its map (`map_of`: a CAM method's map by name), the Guided Backprop
+/// gradient `gb`, or for Guided Grad-CAM their product (the gradient weighted by the Grad-CAM map of an
+/// `ih`×`iw` input).
+pub(crate) fn method_output(
+    m: &str,
+    map_of: &dyn Fn(&str) -> Option<Map>,
+    gb: Option<&[f32]>,
+    (ih, iw): (usize, usize),
+) -> Output {
+    if m == GUIDED_BACKPROP {
+        Output { map: None, gradient: gb.map(<[f32]>::to_vec) }
+    } else if m == GUIDED_GRADCAM {
+        let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
+        let hw = ih * iw;
+        let ggc = gb.unwrap_or(&[]).iter().enumerate().map(|(p, v)| v * gm.data[p % hw]).collect();
+        Output { map: Some(gm), gradient: Some(ggc) }
+    } else {
+        Output { map: map_of(m), gradient: None }
+    }
 }
 
 /// The rendering part of explaining one input: its pictures (and `.npy` maps) drawn from `computed` and written

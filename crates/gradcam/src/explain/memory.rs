@@ -147,13 +147,7 @@ pub fn explain_in_memory(
     let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);
     let wants_grid = wanted.grid && opts.grid && opts.methods.len() > 1;
     for class in classes {
-        let maps = if cam_refs.is_empty() {
-            vec![]
-        } else if opts.aug_smooth {
-            cam::maps_aug_smooth(&ex, x, &[class], opts.score, &cam_refs, opts.map_options())?
-        } else {
-            cam::maps_for(&ex, x, Some(&trunk), &[class], opts.score, &cam_refs, opts.map_options())?
-        };
+        let maps = super::cam_maps(&ex, x, &trunk, &[class], &cam_refs, opts)?;
         for (k, name) in cam_names.iter().enumerate() {
             check_finite(input, &format!("{name} map at {}", opts.layers.join(", ")), &maps[k][0].data)?;
         }
@@ -167,17 +161,7 @@ pub fn explain_in_memory(
         let map_of = |name: &str| cam_names.iter().position(|m| *m == name).map(|k| maps[k][0].clone());
         let mut tiles = vec![];
         for m in &opts.methods {
-            let out = if m == GUIDED_BACKPROP {
-                Output { map: None, gradient: gb.clone() }
-            } else if m == GUIDED_GRADCAM {
-                let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
-                let hw = ih * iw;
-                let g = gb.as_deref().unwrap_or(&[]);
-                let ggc = g.iter().enumerate().map(|(p, v)| v * gm.data[p % hw]).collect();
-                Output { map: Some(gm), gradient: Some(ggc) }
-            } else {
-                Output { map: map_of(m), gradient: None }
-            };
+            let out = super::method_output(m, &map_of, gb.as_deref(), (ih, iw));
             let (e, bytes, tile) = outputs_in_memory(input, class, m, out, (ih, iw), labels, opts, wanted, wants_grid)?;
             report.explanations.push(e);
             files.push(bytes);
