@@ -753,7 +753,7 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
     let dev = candle_core::Device::Cpu;
     let threads = gradcam::bench_threads();
     let isa = gradcam::ops::isa::current();
-    let forced = if std::env::var_os(gradcam::ops::isa::ENV).is_some() { ", set by GRADCAM_ISA" } else { "" };
+    let forced = if matches!(gradcam::ops::isa::from_env(), Ok(Some(_))) { ", set by GRADCAM_ISA" } else { "" };
     let peak = gradcam::bench::fma_peak_gflops();
     let mut rows = vec![];
     if !json {
