@@ -725,19 +725,20 @@ fn layers_cmd(m: &ModelArgs) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
     let net = gradcam::load_model(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev)?;
-    let shapes = net.stage_shapes()?;
+    let shapes = net.layer_shapes()?;
+    let default = net.default_layer();
     println!(
-        "{} (input 3x{}x{}; default target: {})",
-        net.name,
-        net.input_size.0,
-        net.input_size.1,
-        net.default_layer()
+        "{} (input 3x{}x{}; default target: {default}, marked *)",
+        net.name, net.input_size.0, net.input_size.1,
     );
-    for l in net.layers() {
-        let s = shapes[l.stage].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let layers = net.layers();
+    let width = layers.iter().map(|l| l.name.len()).max().unwrap_or(0);
+    for l in layers {
+        let s = shapes[l.node.0].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let mark = if l.name == default { "  *" } else { "" };
         match l.alias_of {
-            Some(a) => println!("  {:<12} {:<14} (= {a})", l.name, s),
-            None => println!("  {:<12} {s}", l.name),
+            Some(a) => println!("  {:<width$}  {:<18} {s}{mark}", l.name, format!("= {a}")),
+            None => println!("  {:<width$}  {:<18} {s}{mark}", l.name, l.kind),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -116,11 +116,11 @@ pub struct Model {
 
 impl Model {
     pub fn new(net: Network, labels: Labels) -> gradcam::Result<Model> {
-        let shapes = net.stage_shapes()?;
+        let shapes = net.layer_shapes()?.to_vec();
         let layers = net
             .layers()
             .into_iter()
-            .map(|l| LayerInfo { shape: shapes[l.stage].clone(), name: l.name, alias_of: l.alias_of })
+            .map(|l| LayerInfo { shape: shapes[l.node.0].clone(), name: l.name, alias_of: l.alias_of })
             .collect();
         let default_layer = net.default_layer();
         Ok(Model { net, labels, layers, default_layer })

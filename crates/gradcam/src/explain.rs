@@ -506,7 +506,7 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
             (x.clone(), trunk.clone())
         } else {
             let idx = candle_core::Tensor::from_iter(sel.iter().map(|&i| i as u32), x.device())?;
-            (x.index_select(&idx, 0)?, trunk.index_select(&idx, 0)?)
+            (x.index_select(&idx, 0)?, trunk.index_select(&idx)?)
         };
         let maps = cam_maps(&ex, &xs, &ts, &cls, &cam_refs, opts)?;
         let gb = if wants_gb { Some(guided::guided_backprop(net, &xs, &cls, opts.score)?) } else { None };
@@ -538,7 +538,7 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
 pub(crate) fn cam_maps(
     ex: &cam::Explainer,
     x: &candle_core::Tensor,
-    trunk: &candle_core::Tensor,
+    trunk: &crate::graph::exec::Prefix,
     classes: &[usize],
     cam_refs: &[&dyn cam::Method],
     opts: &Options,
@@ -566,7 +566,7 @@ pub(crate) fn method_output(
     } else if m == GUIDED_GRADCAM {
         let gm = map_of("gradcam").unwrap_or_else(|| Map::new(ih, iw, vec![0.0; ih * iw]));
         let hw = ih * iw;
-        let ggc = gb.unwrap_or(&[]).iter().enumerate().map(|(p, v)| v * gm.data[p % hw]).collect();
+        let ggc = crate::cam::guided::guided_gradcam(gb.unwrap_or(&[]), &gm.data[..hw]);
         Output { map: Some(gm), gradient: Some(ggc) }
     } else {
         Output { map: map_of(m), gradient: None }

@@ -18,7 +18,7 @@ fn outside_pool_ties(net: &gradcam::Network, x: &candle_core::Tensor) -> Vec<boo
     if net.layer("maxpool").is_err() {
         return keep;
     }
-    let s = net.forward_range(x, 0, 1, gradcam::ops::act::Backprop::Plain).unwrap();
+    let s = net.values_at(x, &["stem"]).unwrap().remove(0);
     let (_, ch, sh, sw) = s.dims4().unwrap();
     let v = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let (ph, pw) = ((sh - 1) / 2 + 1, (sw - 1) / 2 + 1);

@@ -3,21 +3,21 @@
 //! low-resolution map; the base then applies the reference pipeline: ReLU, min-max, bilinear resize with
 //! half-pixel centres, and the multi-layer combination (ReLU, mean, min-max).
 //!
-//! The split ("Grad-CAM the cheap way"): stages up to the first target layer run without gradient tracking;
-//! the rest runs taped, and the stages' own backward pass (see `models::Stage`) carries d score / d logits back
-//! to the first target, handing over dY/d(output) at every target on the way. On other devices the first
-//! target's output becomes a `Var`, the rest runs tracked by candle's autograd, and later targets get a zero
-//! `Var` added to their output. The cost is one forward plus a backward through the layers after the first
-//! target only, with no weight gradients.
+//! The split ("Grad-CAM the cheap way", see `graph::exec::Split`): the steps that do not depend on a target
+//! run without gradient tracking, once per batch, shared by every class; the rest runs taped, and the ops' own
+//! backward passes carry d score / d logits back to the targets, handing over dY/dA at each. The cost is one
+//! forward plus a backward through what lies after the first target, with no weight gradients.
 
 pub mod guided;
 pub mod methods;
 pub mod postprocess;
 
 use crate::error::{Error, Result};
+use crate::graph::exec::{Prefix, Split};
+use crate::graph::NodeId;
 use crate::models::Network;
 use crate::ops::act::Backprop;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 pub use methods::{method, Method, Scorer, METHODS};
 
 /// What is backpropagated.
@@ -34,8 +34,8 @@ pub enum Score {
 #[derive(Debug)]
 pub struct Capture {
     pub layer: String,
-    /// The stage whose output the layer is.
-    pub stage: usize,
+    /// The node whose output the layer is.
+    pub node: NodeId,
     /// (N, K, h, w)
     pub activations: Tensor,
     /// (N, K, h, w)
@@ -59,7 +59,8 @@ pub struct Captured {
 pub struct Explainer<'a> {
     pub net: &'a Network,
     layer_names: Vec<String>,
-    stages: Vec<usize>,
+    nodes: Vec<NodeId>,
+    split: Split,
 }
 
 /// d score / d logits (the score is a function of the logits alone: cheap with candle's autograd).
@@ -99,28 +100,33 @@ impl<'a> Explainer<'a> {
         if layers.is_empty() {
             return Err(Error::invalid("no target layer"));
         }
-        let stages = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
-        Ok(Explainer { net, layer_names: layers.to_vec(), stages })
+        let nodes = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
+        for (l, id) in layers.iter().zip(&nodes) {
+            let shape = net.layer_shape(*id)?;
+            if shape.len() != 3 {
+                return Err(Error::invalid(format!(
+                    "layer `{l}` of {} gives values of shape {shape:?} per image: not a feature map (channels, \
+                     height, width) that a map can be made from",
+                    net.name
+                )));
+            }
+        }
+        let mut unique = nodes.clone();
+        unique.sort();
+        unique.dedup();
+        let split = Split::new(&net.graph, &unique)?;
+        Ok(Explainer { net, layer_names: layers.to_vec(), nodes, split })
     }
 
-    pub fn layer_names(&self) -> &[String] {
-        &self.layer_names
+    /// The untracked steps up to the target layers, for a batch `x` (N, 3, H, W). It can be shared by every
+    /// class explained (see [`Explainer::capture_from`]).
+    pub fn prefix(&self, x: &Tensor) -> Result<Prefix> {
+        self.net.graph.prefix(&self.split, x)
     }
 
-    /// The first target stage: everything up to and including it runs without gradient tracking.
-    fn first_stage(&self) -> usize {
-        *self.stages.iter().min().unwrap_or(&0)
-    }
-
-    /// The untracked output of the stages up to the first target layer, for a batch `x` (N, 3, H, W). It can be
-    /// shared by every class explained (see [`Explainer::capture_from`]).
-    pub fn prefix(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward_range(x, 0, self.first_stage() + 1, Backprop::Plain)?.detach())
-    }
-
-    /// The logits from a [`Explainer::prefix`] output (the rest of the forward pass, untracked).
-    pub fn logits_from(&self, prefix: &Tensor) -> Result<Tensor> {
-        self.net.forward_range(prefix, self.first_stage() + 1, self.net.num_stages(), Backprop::Plain)
+    /// The logits from a [`Explainer::prefix`] (the rest of the forward pass, untracked).
+    pub fn logits_from(&self, prefix: &Prefix) -> Result<Tensor> {
+        Ok(self.net.graph.finish(&self.split, prefix, &[])?.0)
     }
 
     /// Forward the batch `x` (N, 3, H, W) and backpropagate, for image i, the score of `classes[i]`.
@@ -128,15 +134,22 @@ impl<'a> Explainer<'a> {
         self.capture_from(x, &self.prefix(x)?, classes, score)
     }
 
-    /// [`Explainer::capture`] from a ready [`Explainer::prefix`] output.
-    pub fn capture_from(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
-        crate::ops::in_pool(|| {
-            if x.device().is_cpu() {
-                self.capture_taped(x, prefix, classes, score)
-            } else {
-                self.capture_autograd(x, prefix, classes, score)
-            }
-        })
+    /// [`Explainer::capture`] from a ready [`Explainer::prefix`].
+    pub fn capture_from(&self, x: &Tensor, prefix: &Prefix, classes: &[usize], score: Score) -> Result<Captured> {
+        let (logits, got) = self.net.graph.finish_with_gradients(
+            &self.split,
+            prefix,
+            |l| dscore_dlogits(l, classes, score),
+            Backprop::Plain,
+        )?;
+        let mut layers = vec![];
+        for (name, id) in self.layer_names.iter().zip(&self.nodes) {
+            let k = self.split.targets.iter().position(|t| t == id).ok_or_else(lost)?;
+            let (a, g) = &got[k];
+            let gradients = g.clone().into_tensor(x.device())?;
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a.clone(), gradients });
+        }
+        Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
     }
 
     /// [`Explainer::capture_from`] without the backward pass, for methods that use no gradient (EigenCAM,
@@ -144,105 +157,24 @@ impl<'a> Explainer<'a> {
     pub fn capture_forward_only(
         &self,
         x: &Tensor,
-        prefix: &Tensor,
+        prefix: &Prefix,
         classes: &[usize],
         score: Score,
     ) -> Result<Captured> {
-        let (net, first) = (self.net, self.first_stage());
-        let mut acts = vec![(first, prefix.clone())];
-        let mut cur = prefix.clone();
-        for i in first + 1..net.num_stages() {
-            cur = net.forward_range(&cur, i, i + 1, Backprop::Plain)?;
-            if self.stages.contains(&i) {
-                acts.push((i, cur.clone()));
-            }
-        }
+        let (logits, acts) = self.net.graph.finish(&self.split, prefix, &self.split.targets)?;
         let mut layers = vec![];
-        for (name, &stage) in self.layer_names.iter().zip(&self.stages) {
-            let find = || Error::invalid("internal: a target layer's capture was lost");
-            let a = acts.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
+        for (name, id) in self.layer_names.iter().zip(&self.nodes) {
+            let k = self.split.targets.iter().position(|t| t == id).ok_or_else(lost)?;
+            let a = acts[k].clone();
             let gradients = a.zeros_like()?;
-            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients });
-        }
-        Ok(Captured { logits: cur, input: x.clone(), classes: classes.to_vec(), score, layers })
-    }
-
-    /// On the CPU: the stages after the first target run taped, and their own backward pass gives dY/dA.
-    fn capture_taped(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
-        let (net, first) = (self.net, self.first_stage());
-        let mut tape = crate::models::Tape::default();
-        let mut acts = vec![(first, prefix.clone())];
-        let logits = net.forward_taped_from(prefix, first + 1, &mut tape, |i, t| {
-            if self.stages.contains(&i) {
-                acts.push((i, t.clone()));
-            }
-        })?;
-        let dlogits = dscore_dlogits(&logits, classes, score)?;
-        let grads = net.backward_to(dlogits, &mut tape, Backprop::Plain, first, &self.stages)?;
-        let mut layers = vec![];
-        for (name, &stage) in self.layer_names.iter().zip(&self.stages) {
-            let find = || Error::invalid("internal: a target layer's capture was lost");
-            let a = acts.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
-            let g = grads.iter().find(|(s, _)| *s == stage).ok_or_else(find)?.1.clone();
-            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients: g.into_tensor(x.device())? });
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients });
         }
         Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
     }
+}
 
-    /// Anywhere: the stages after the first target run tracked by candle's autograd from a `Var`.
-    fn capture_autograd(&self, x: &Tensor, prefix: &Tensor, classes: &[usize], score: Score) -> Result<Captured> {
-        let net = self.net;
-        let first = self.first_stage();
-        let a0 = prefix.clone();
-        let v0 = Var::from_tensor(&a0)?;
-        let mut probes: Vec<(usize, Tensor, Var)> = vec![];
-        let mut cur = v0.as_tensor().clone();
-        for i in first + 1..net.num_stages() {
-            cur = net.forward_range(&cur, i, i + 1, Backprop::Plain)?;
-            if self.stages.contains(&i) {
-                let z = Var::from_tensor(&cur.zeros_like()?)?;
-                probes.push((i, cur.detach(), z.clone()));
-                cur = (cur + z.as_tensor())?;
-            }
-        }
-        let logits = cur;
-        let grads = class_score(&logits, classes, score)?.backward()?;
-        let zero_if_none = |t: Option<&Tensor>, like: &Tensor| -> Result<Tensor> {
-            Ok(match t {
-                Some(g) => g.clone(),
-                None => like.zeros_like()?,
-            })
-        };
-        let mut layers = vec![];
-        for (name, &stage) in self.layer_names.iter().zip(&self.stages) {
-            let (a, g) = if stage == first {
-                (a0.clone(), zero_if_none(grads.get(v0.as_tensor()), &a0)?)
-            } else {
-                let (_, a, z) = probes
-                    .iter()
-                    .find(|(s, _, _)| *s == stage)
-                    .ok_or_else(|| Error::invalid("internal: probe lost"))?;
-                (a.clone(), zero_if_none(grads.get(z.as_tensor()), a)?)
-            };
-            layers.push(Capture { layer: name.clone(), stage, activations: a, gradients: g });
-        }
-        Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
-    }
-
-    /// Forward only, capturing the target layers' activations (for methods that need no gradient).
-    pub fn activations(&self, x: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-        let mut acts = vec![Tensor::zeros(1, DType::F32, x.device())?; self.stages.len()];
-        let mut cur = x.clone();
-        for i in 0..self.net.num_stages() {
-            cur = self.net.forward_range(&cur, i, i + 1, Backprop::Plain)?;
-            for (j, &s) in self.stages.iter().enumerate() {
-                if s == i {
-                    acts[j] = cur.clone();
-                }
-            }
-        }
-        Ok((cur, acts))
-    }
+fn lost() -> Error {
+    Error::invalid("internal: a target layer's capture was lost")
 }
 
 /// How maps are made from a capture.
@@ -274,11 +206,13 @@ fn scores_of(logits: &Tensor, class: usize, score: Score) -> Result<Vec<f32>> {
 /// The network as a [`Scorer`] for one image, class and layer.
 struct NetScorer<'a> {
     net: &'a Network,
-    stage: usize,
+    node: NodeId,
     input: Tensor,
     class: usize,
     score: Score,
     batch: usize,
+    /// The split at this layer alone and the image's values there (made on first use).
+    at_layer: std::cell::OnceCell<(Split, Prefix)>,
 }
 
 impl Scorer for NetScorer<'_> {
@@ -289,8 +223,22 @@ impl Scorer for NetScorer<'_> {
         scores_of(&self.net.forward(x)?, self.class, self.score)
     }
     fn score_activations(&self, a: &Tensor) -> Result<Vec<f32>> {
-        let logits = self.net.forward_range(a, self.stage + 1, self.net.num_stages(), Backprop::Plain)?;
-        scores_of(&logits, self.class, self.score)
+        let g = &self.net.graph;
+        let (split, prefix) = match self.at_layer.get() {
+            Some(v) => v,
+            None => {
+                let split = Split::new(g, &[self.node])?;
+                let prefix = g.prefix(&split, &self.input)?;
+                self.at_layer.get_or_init(|| (split, prefix))
+            }
+        };
+        let mut p = prefix.repeat_image(0, a.dim(0)?)?;
+        for (id, t) in p.values.iter_mut() {
+            if *id == self.node {
+                *t = a.clone();
+            }
+        }
+        scores_of(&g.finish(split, &p, &[])?.0, self.class, self.score)
     }
     fn batch_size(&self) -> usize {
         self.batch
@@ -315,11 +263,12 @@ pub fn raw_maps(net: &Network, cap: &Captured, m: &dyn Method, o: MapOptions) ->
                 methods::Layer { a: &a[i * per..(i + 1) * per], g: &g[i * per..(i + 1) * per], k, h, w, hw: h * w };
             let scorer = NetScorer {
                 net,
-                stage: c.stage,
+                node: c.node,
                 input: cap.input.narrow(0, i, 1)?,
                 class: cap.classes[i],
                 score: cap.score,
                 batch: o.batch_size,
+                at_layer: Default::default(),
             };
             let contrib = m.contributions(&layer, &scorer)?;
             let map = if o.eigen_smooth || m.always_project() {
@@ -351,7 +300,7 @@ pub fn final_maps(raw: &[Vec<postprocess::Map>], size: (usize, usize)) -> Vec<po
 pub fn maps_for(
     ex: &Explainer,
     x: &Tensor,
-    trunk: Option<&Tensor>,
+    trunk: Option<&Prefix>,
     classes: &[usize],
     score: Score,
     methods: &[&dyn Method],
@@ -360,14 +309,18 @@ pub fn maps_for(
     let (_, _, h, w) = x.dims4()?;
     crate::ops::in_pool(|| {
         // gradient-free methods alone (EigenCAM, ScoreCAM, AblationCAM) pay for no backward pass
+        let own;
         let prefix = match trunk {
-            Some(t) => t.clone(),
-            None => ex.prefix(x)?,
+            Some(t) => t,
+            None => {
+                own = ex.prefix(x)?;
+                &own
+            }
         };
         let cap = if methods.iter().any(|m| m.uses_gradients()) {
-            ex.capture_from(x, &prefix, classes, score)?
+            ex.capture_from(x, prefix, classes, score)?
         } else {
-            ex.capture_forward_only(x, &prefix, classes, score)?
+            ex.capture_forward_only(x, prefix, classes, score)?
         };
         methods.iter().map(|m| Ok(final_maps(&raw_maps(ex.net, &cap, *m, o)?, (h, w)))).collect()
     })
@@ -424,12 +377,49 @@ pub fn maps_aug_smooth(
 mod tests {
     use super::*;
 
+    /// The reference the own backward passes are tested against: the steps after the split run on candle's
+    /// autograd (every fused op's forward is differentiable there), a zero `Var` added at each target.
+    fn capture_autograd(ex: &Explainer, x: &Tensor, pre: &Prefix, classes: &[usize], score: Score) -> Result<Captured> {
+        let (g, split) = (&ex.net.graph, &ex.split);
+        let mut vals: Vec<Option<Tensor>> = vec![None; g.nodes().len()];
+        let mut probes: Vec<(NodeId, Tensor, Var)> = vec![];
+        let probe = |id: NodeId, t: Tensor, probes: &mut Vec<(NodeId, Tensor, Var)>| -> Result<Tensor> {
+            if split.targets.contains(&id) {
+                let z = Var::from_tensor(&t.zeros_like()?)?;
+                let y = (&t + z.as_tensor())?;
+                probes.push((id, t, z));
+                Ok(y)
+            } else {
+                Ok(t)
+            }
+        };
+        for (id, t) in &pre.values {
+            vals[id.0] = Some(probe(*id, t.clone(), &mut probes)?);
+        }
+        for &k in &split.after {
+            let st = &split.plan.steps[k];
+            let xs: Vec<&Tensor> = st.inputs.iter().map(|i| vals[i.0].as_ref().unwrap()).collect();
+            let y = st.op.forward(&xs)?;
+            vals[st.out.0] = Some(probe(st.out, y, &mut probes)?);
+        }
+        let logits = vals[g.output().0].clone().unwrap();
+        let grads = class_score(&logits, classes, score)?.backward()?;
+        let mut layers = vec![];
+        for (name, id) in ex.layer_names.iter().zip(&ex.nodes) {
+            let (_, a, z) = probes.iter().find(|(p, _, _)| p == id).unwrap();
+            let gr = grads.get(z.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a.clone(), gradients: gr });
+        }
+        Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
+    }
+
     /// The taped capture (own backward pass) against candle's autograd, several layers at once.
     #[test]
     fn taped_capture_matches_autograd() -> Result<()> {
-        let cases: [(&str, &[&str]); 3] = [
+        let cases: [(&str, &[&str]); 4] = [
             ("resnet18", &["layer4", "layer3", "layer2.1"]),
             ("resnet18", &["layer4"]),
+            ("resnet50", &["layer4.2.relu_2", "layer3.5.add", "layer2"]),
             ("efficientnet_lite0", &["head", "blocks.10"]),
         ];
         for (model, layers) in cases {
@@ -438,11 +428,11 @@ mod tests {
             let x = crate::bench::input(&net, 2)?;
             let pre = ex.prefix(&x)?;
             for score in [Score::Logit, Score::Softmax] {
-                let a = ex.capture_taped(&x, &pre, &[7, 300], score)?;
-                let b = ex.capture_autograd(&x, &pre, &[7, 300], score)?;
+                let a = ex.capture_from(&x, &pre, &[7, 300], score)?;
+                let b = capture_autograd(&ex, &x, &pre, &[7, 300], score)?;
                 assert_eq!(a.logits.to_vec2::<f32>()?, b.logits.to_vec2::<f32>()?);
                 for (p, q) in a.layers.iter().zip(&b.layers) {
-                    assert_eq!((&p.layer, p.stage), (&q.layer, q.stage));
+                    assert_eq!((&p.layer, p.node), (&q.layer, q.node));
                     let d = (&p.activations - &q.activations)?.abs()?.max_all()?.to_scalar::<f32>()?;
                     assert_eq!(d, 0.0, "{model} {}: activations differ", p.layer);
                     let d = (&p.gradients - &q.gradients)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -466,7 +456,7 @@ mod tests {
             let x = crate::bench::input(&net, 2)?;
             let pre = ex.prefix(&x)?;
             let (full, fwd) = (
-                ex.capture_taped(&x, &pre, &[7, 300], Score::Logit)?,
+                ex.capture_from(&x, &pre, &[7, 300], Score::Logit)?,
                 ex.capture_forward_only(&x, &pre, &[7, 300], Score::Logit)?,
             );
             assert_eq!(full.logits.to_vec2::<f32>()?, fwd.logits.to_vec2::<f32>()?, "{model}: logits");

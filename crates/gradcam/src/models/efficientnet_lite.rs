@@ -1,15 +1,17 @@
 //! EfficientNet-Lite0…4 as the PyPI package `efficientnet-lite-pytorch==0.1.0` builds them: ReLU6, no
 //! squeeze-excitation, stem (32) and head (1280) not scaled, first and last stage repeats not scaled,
-//! batch-norm eps 1e-3, TensorFlow SAME padding. Tensor names as its checkpoints (`_conv_stem`, `_blocks.N.…`).
-//! Stages: `stem`, `blocks.0`…, `head` (conv_head → bn1 → ReLU6), then the classifier (`fc`).
+//! batch-norm eps 1e-3, TensorFlow SAME padding. Tensor and module names as its checkpoints and modules:
+//! `_conv_stem`, `_bn0`, `_swish`, `_blocks.N.{_expand_conv,_bn0,_swish,_depthwise_conv,_bn1,_swish_1,
+//! _project_conv,_bn2,add}`, `_conv_head`, `_bn1`, `_swish_1`, `_avg_pooling`, `flatten`, `_fc`.
+//! Short names kept from gradcam's first versions: `stem`, `blocks.N`, `head`.
 
-use super::{Network, Normalization, Stage, Tape};
+use super::resnet::conv_bn;
+use super::{Network, Normalization};
 use crate::error::{Error, Result};
-use crate::nn::{pool_and_classify, pool_and_classify_backward, ConvBn, ConvSpec, Linear, Padding};
-use crate::ops::act::{add_activation, Activation::Relu6, Backprop};
-use crate::ops::Grad;
+use crate::graph::nodes::{Act, AddAct, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding};
+use crate::graph::{Builder, NodeId};
+use crate::ops::act::Activation::Relu6;
 use crate::weights::Weights;
-use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 const EPS: f64 = 1e-3;
@@ -47,121 +49,49 @@ fn round_filters(f: usize, width: f64) -> usize {
     n as usize
 }
 
-/// Convolution, batch-norm and ReLU6: the stem and the head.
-struct ConvStage(ConvBn);
-impl Stage for ConvStage {
-    fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor> {
-        self.0.forward_act(x, Relu6, bp)
+/// One MBConv block (no squeeze-excitation in the Lite variants).
+#[allow(clippy::too_many_arguments)]
+fn mbconv(
+    b: &mut Builder,
+    vb: &VarBuilder,
+    name: &str,
+    x: NodeId,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    expand: usize,
+) -> candle_core::Result<NodeId> {
+    let p = |s: &str| format!("{name}.{s}");
+    let mid = cin * expand;
+    let same = Padding::TfSame;
+    let mut h = x;
+    if expand != 1 {
+        h = conv_bn(b, vb, &p("_expand_conv"), &p("_bn0"), ConvSpec::new(cin, mid, 1, 1, same), EPS, h)?;
+        h = b.add(&p("_swish"), Act::module(Relu6), &[h]);
     }
-    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
-        self.0.forward_taped(x, Some(Relu6), tape)
+    let dw = ConvSpec::depthwise(mid, k, stride, same);
+    h = conv_bn(b, vb, &p("_depthwise_conv"), &p("_bn1"), dw, EPS, h)?;
+    h = b.add(&p("_swish"), Act::module(Relu6), &[h]);
+    h = conv_bn(b, vb, &p("_project_conv"), &p("_bn2"), ConvSpec::new(mid, cout, 1, 1, same), EPS, h)?;
+    if stride == 1 && cin == cout {
+        h = b.add(&p("add"), AddAct::add(), &[h, x]);
     }
-    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
-        self.0.backward(&mut dy, Some(Relu6), tape, bp)
-    }
-}
-
-struct MbConv {
-    expand: Option<ConvBn>,
-    depthwise: ConvBn,
-    project: ConvBn,
-    skip: bool,
-}
-
-impl MbConv {
-    fn new(
-        vb: VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        expand: usize,
-    ) -> candle_core::Result<Self> {
-        let mid = cin * expand;
-        let same = Padding::TfSame;
-        let expand = if expand != 1 {
-            Some(ConvBn::new(vb.pp("_expand_conv"), vb.pp("_bn0"), ConvSpec::new(cin, mid, 1, 1, same), EPS)?)
-        } else {
-            None
-        };
-        Ok(MbConv {
-            expand,
-            depthwise: ConvBn::new(
-                vb.pp("_depthwise_conv"),
-                vb.pp("_bn1"),
-                ConvSpec::depthwise(mid, k, stride, same),
-                EPS,
-            )?,
-            project: ConvBn::new(vb.pp("_project_conv"), vb.pp("_bn2"), ConvSpec::new(mid, cout, 1, 1, same), EPS)?,
-            skip: stride == 1 && cin == cout,
-        })
-    }
-}
-
-impl Stage for MbConv {
-    fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.forward_act(x, Relu6, bp)?,
-            None => x.clone(),
-        };
-        let h = self.depthwise.forward_act(&h, Relu6, bp)?;
-        let h = self.project.forward(&h)?;
-        if self.skip {
-            add_activation(&h, x, None, bp)
-        } else {
-            Ok(h)
-        }
-    }
-
-    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.forward_taped(x, Some(Relu6), tape)?,
-            None => x.clone(),
-        };
-        let h = self.depthwise.forward_taped(&h, Some(Relu6), tape)?;
-        let h = self.project.forward_taped(&h, None, tape)?;
-        if self.skip {
-            add_activation(&h, x, None, Backprop::Plain)
-        } else {
-            Ok(h)
-        }
-    }
-
-    fn backward(&self, mut dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
-        let mut g = self.project.backward(&mut dy, None, tape, bp)?;
-        g = self.depthwise.backward(&mut g, Some(Relu6), tape, bp)?;
-        if let Some(e) = &self.expand {
-            g = e.backward(&mut g, Some(Relu6), tape, bp)?;
-        }
-        if self.skip {
-            g.add_assign(&dy)?;
-        }
-        Ok(g)
-    }
-}
-
-struct Classifier(Linear);
-impl Stage for Classifier {
-    fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
-        pool_and_classify(x, &self.0)
-    }
-    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
-        tape.push(x.clone());
-        pool_and_classify(x, &self.0)
-    }
-    fn backward(&self, dy: Grad, tape: &mut Tape, _: Backprop) -> candle_core::Result<Grad> {
-        pool_and_classify_backward(&dy, tape.pop()?.dims4()?, &self.0)
-    }
+    Ok(h)
 }
 
 /// Build `efficientnet_lite{variant}`; the class count comes from `_fc.weight` (1000 for synthetic).
-pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network> {
+pub fn build(variant: usize, weights: &Weights) -> Result<Network> {
     let (width, depth, res) =
         params(variant).ok_or_else(|| Error::invalid(format!("no EfficientNet-Lite{variant}")))?;
-    let vb = weights.var_builder(dev);
+    let vb = weights.var_builder(&candle_core::Device::Cpu);
     let num_classes = weights.shape_of("_fc.weight").map_or(1000, |s| s[0]);
-    let stem = ConvBn::new(vb.pp("_conv_stem"), vb.pp("_bn0"), ConvSpec::new(3, 32, 3, 2, Padding::TfSame), EPS)?;
-    let mut stages: Vec<(String, Box<dyn Stage>)> = vec![("stem".into(), Box::new(ConvStage(stem)))];
+    let mut b = Builder::new();
+    let x = b.input();
+    let stem = ConvSpec::new(3, 32, 3, 2, Padding::TfSame);
+    let s = conv_bn(&mut b, &vb, "_conv_stem", "_bn0", stem, EPS, x)?;
+    let mut x = b.add("_swish", Act::module(Relu6), &[s]);
+    b.alias("stem", x);
     let mut idx = 0;
     let mut cin = 32;
     for (i, &(r, k, s, e, _i, o)) in BLOCKS.iter().enumerate() {
@@ -170,24 +100,21 @@ pub fn build(variant: usize, weights: &Weights, dev: &Device) -> Result<Network>
         let repeats = if fixed { r } else { (depth * r as f64).ceil() as usize };
         for j in 0..repeats {
             let stride = if j == 0 { s } else { 1 };
-            let name = format!("blocks.{idx}");
-            let block = MbConv::new(vb.pp(format!("_blocks.{idx}")), cin, cout, k, stride, e)?;
-            stages.push((name, Box::new(block)));
+            let name = format!("_blocks.{idx}");
+            x = mbconv(&mut b, &vb, &name, x, cin, cout, k, stride, e)?;
+            b.alias(&name, x);
+            b.alias(&format!("blocks.{idx}"), x);
             cin = cout;
             idx += 1;
         }
     }
-    let head = ConvBn::new(vb.pp("_conv_head"), vb.pp("_bn1"), ConvSpec::new(cin, 1280, 1, 1, Padding::TfSame), EPS)?;
-    stages.push(("head".into(), Box::new(ConvStage(head))));
-    let fc = Linear::new(vb.pp("_fc"), 1280, num_classes)?;
-    stages.push(("fc".into(), Box::new(Classifier(fc))));
-    Ok(Network::new(
-        &format!("efficientnet_lite{variant}"),
-        (res, res),
-        Normalization::LITE,
-        num_classes,
-        dev.clone(),
-        stages,
-        vec![],
-    ))
+    let head = ConvSpec::new(cin, 1280, 1, 1, Padding::TfSame);
+    let h = conv_bn(&mut b, &vb, "_conv_head", "_bn1", head, EPS, x)?;
+    let h = b.add("_swish", Act::module(Relu6), &[h]);
+    b.alias("head", h);
+    let p = b.add("_avg_pooling", GlobalAvgPool, &[h]);
+    let f = b.add("flatten", Flatten, &[p]);
+    let fc = b.add("_fc", Linear::new(vb.pp("_fc"), 1280, num_classes)?, &[f]);
+    let graph = b.finish(fc)?;
+    Network::new(&format!("efficientnet_lite{variant}"), (res, res), Normalization::LITE, num_classes, graph, "head")
 }

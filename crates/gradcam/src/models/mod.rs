@@ -1,59 +1,14 @@
-//! Networks as an ordered list of named stages, so that any stage's output can be a CAM target and the
-//! network can be run in pieces: up to a layer without tracking, then on from a `Var` (see `cam`).
-//! One file per architecture; [`zoo`] lists the models by name.
+//! Networks: a [`Graph`] of ops with what a classifier needs around it (input size, normalisation, classes,
+//! the default target). One file per architecture, each a forward-only builder; [`zoo`] lists the models by
+//! name.
 
 pub mod efficientnet_lite;
 pub mod resnet;
 pub mod zoo;
 
 use crate::error::{Error, Result};
-use crate::ops::act::Backprop;
-use crate::ops::Grad;
-use candle_core::{Device, Tensor, Var};
-
-/// What stages keep from a taped forward pass for their backward pass: a stack, each stage popping in
-/// reverse what it pushed. Tensors are shared, not copied.
-#[derive(Default)]
-pub struct Tape(Vec<Tensor>);
-
-impl Tape {
-    pub fn push(&mut self, t: Tensor) {
-        self.0.push(t)
-    }
-    pub fn pop(&mut self) -> candle_core::Result<Tensor> {
-        match self.0.pop() {
-            Some(t) => Ok(t),
-            None => candle_core::bail!("backward pass: the tape is empty (a stage popped more than it pushed)"),
-        }
-    }
-}
-
-/// One piece of a network.
-///
-/// Besides its forward pass, a stage has a backward pass of its own for the input gradient (Guided
-/// Backprop): `forward_taped` keeps on the tape what `backward` needs, `backward` turns dL/dy into dL/dx
-/// with the project's kernels, without candle's autograd (whose graph walk adds a zero-filled accumulator
-/// and an add per node). The provided versions fall back on candle's autograd, so a new stage works before
-/// it has a hand-written backward.
-pub trait Stage: Send + Sync {
-    fn forward(&self, x: &Tensor, bp: Backprop) -> candle_core::Result<Tensor>;
-
-    fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> candle_core::Result<Tensor> {
-        tape.push(x.clone());
-        self.forward(x, Backprop::Plain)
-    }
-
-    fn backward(&self, dy: Grad, tape: &mut Tape, bp: Backprop) -> candle_core::Result<Grad> {
-        let x = Var::from_tensor(&tape.pop()?)?;
-        let y = self.forward(x.as_tensor(), bp)?;
-        let dy = dy.into_tensor(y.device())?;
-        let grads = (y * dy)?.sum_all()?.backward()?;
-        match grads.get(x.as_tensor()) {
-            Some(g) => Grad::from_tensor(g),
-            None => Grad::from_tensor(&x.as_tensor().zeros_like()?),
-        }
-    }
-}
+use crate::graph::{Graph, NodeId};
+use candle_core::{Device, Tensor};
 
 /// Input normalisation: (x/255 − mean)/std per channel.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,21 +26,9 @@ impl Normalization {
     };
 }
 
-/// [`Network::pass_bytes_estimate`]: bytes of a pass with its backward per byte of stage outputs. Measured with
-/// `gradcam bench --what gradcam,guided-backprop,layercam`: ResNet-50's batch of 8 took 39 MB more than a batch of
-/// 1 (5.6 MB an image, against 26 MB of stage outputs), Lite0's 12 MB more (1.7 MB an image, against 4.2 MB).
+/// [`Network::pass_bytes_estimate`]: bytes of a pass with its backward per byte of the values of a forward
+/// pass (the fused plan's step outputs). Measured with `gradcam bench --what gradcam,guided-backprop,layercam`.
 pub const PASS_BYTES_FACTOR: u64 = 2;
-
-/// Output size (pixels per channel) from which [`Network::forward_range`] runs a batch's images together.
-pub const BATCH_FROM: usize = 196;
-
-/// Pixels per channel of a (N, C, H, W) tensor; 1 for anything else (the logits).
-fn spatial(t: &Tensor) -> candle_core::Result<usize> {
-    Ok(match t.dims() {
-        [_, _, h, w] => h * w,
-        _ => 1,
-    })
-}
 
 /// A classifier network.
 pub struct Network {
@@ -96,22 +39,24 @@ pub struct Network {
     pub normalization: Normalization,
     pub num_classes: usize,
     pub device: Device,
-    /// The stages in order; the last one returns the logits.
-    stages: Vec<(String, Box<dyn Stage>)>,
-    /// Other names of stage outputs (`layer4` → `layer4.2`).
-    aliases: Vec<(String, usize)>,
-    /// Bytes of the stages' outputs for one image of the input size (found once, by a pass of zeros).
-    stage_bytes: std::sync::OnceLock<u64>,
+    pub graph: Graph,
+    /// The node a map is made at when no layer is given.
+    default_layer: NodeId,
+    /// Bytes of the forward pass's values for one image of the input size (found once, by a pass of zeros).
+    value_bytes: std::sync::OnceLock<u64>,
+    /// Every node's output shape for one image of the input size.
+    shapes: std::sync::OnceLock<Vec<Vec<usize>>>,
 }
 
 /// A layer a user may target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerName {
     pub name: String,
-    /// Index of the stage whose output it is.
-    pub stage: usize,
-    /// The stage's own name when `name` is an alias.
+    pub node: NodeId,
+    /// The node's own name when `name` is an alias (a container module).
     pub alias_of: Option<String>,
+    /// The op's type (`Conv2d`, `ReLU`, …).
+    pub kind: &'static str,
 }
 
 impl Network {
@@ -120,162 +65,92 @@ impl Network {
         input_size: (usize, usize),
         normalization: Normalization,
         num_classes: usize,
-        device: Device,
-        stages: Vec<(String, Box<dyn Stage>)>,
-        aliases: Vec<(String, usize)>,
-    ) -> Self {
-        let stage_bytes = std::sync::OnceLock::new();
-        Network { name: name.into(), input_size, normalization, num_classes, device, stages, aliases, stage_bytes }
+        graph: Graph,
+        default_layer: &str,
+    ) -> Result<Self> {
+        let default_layer = graph
+            .find(default_layer)
+            .ok_or_else(|| Error::invalid(format!("{name}: no node `{default_layer}` for the default layer")))?;
+        Ok(Network {
+            name: name.into(),
+            input_size,
+            normalization,
+            num_classes,
+            device: Device::Cpu,
+            graph,
+            default_layer,
+            value_bytes: Default::default(),
+            shapes: Default::default(),
+        })
     }
 
     /// The logits of a (N, 3, H, W) batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_range(x, 0, self.stages.len(), Backprop::Plain)
+        self.graph.forward(x)
     }
 
-    /// Run stages `from..to` on `x` (the output of stage `from − 1`, or the input when `from` is 0).
-    ///
-    /// A batch goes image by image through the stages whose outputs are large (a whole batch of those would
-    /// spill out of the caches between one stage and the next), then on together once the outputs are
-    /// [`BATCH_FROM`] pixels or fewer, where one gemm for several images keeps the cores busier.
-    pub fn forward_range(&self, x: &Tensor, from: usize, to: usize, bp: Backprop) -> Result<Tensor> {
-        crate::ops::in_pool(|| {
-            let n = x.dim(0)?;
-            let (mut x, mut at) = (x.clone(), from);
-            if n > 1 {
-                // image 0 shows where the outputs become small
-                let mut first = x.narrow(0, 0, 1)?;
-                while at < to && spatial(&first)? > BATCH_FROM {
-                    first = self.stages[at].1.forward(&first, bp)?;
-                    at += 1;
-                }
-                if at > from {
-                    let mut outs = vec![first];
-                    for i in 1..n {
-                        let mut y = x.narrow(0, i, 1)?;
-                        for (_, s) in &self.stages[from..at] {
-                            y = s.forward(&y, bp)?;
-                        }
-                        outs.push(y);
-                    }
-                    x = Tensor::cat(&outs, 0)?;
-                }
-            }
-            for (_, s) in &self.stages[at..to] {
-                x = s.forward(&x, bp)?;
-            }
-            Ok(x)
-        })
+    /// The values of some layers (by name) for a batch, untracked: what a forward hook on each would see.
+    pub fn values_at(&self, x: &Tensor, layers: &[&str]) -> Result<Vec<Tensor>> {
+        let ids = layers.iter().map(|l| self.layer(l)).collect::<Result<Vec<_>>>()?;
+        let split = crate::graph::exec::Split::new(&self.graph, &ids)?;
+        let p = self.graph.prefix(&split, x)?;
+        let (_, kept) = self.graph.finish(&split, &p, &ids)?;
+        Ok(kept)
     }
 
-    /// The logits, keeping on `tape` what [`Network::backward`] needs.
-    pub fn forward_taped(&self, x: &Tensor, tape: &mut Tape) -> Result<Tensor> {
-        self.forward_taped_from(x, 0, tape, |_, _| {})
-    }
-
-    /// Stages `from..` on `x` (the output of stage `from − 1`), taped: the logits.
-    pub fn forward_taped_from(
-        &self,
-        x: &Tensor,
-        from: usize,
-        tape: &mut Tape,
-        mut keep: impl FnMut(usize, &Tensor) + Send,
-    ) -> Result<Tensor> {
-        crate::ops::in_pool(|| {
-            let mut x = x.clone();
-            for (i, (_, s)) in self.stages.iter().enumerate().skip(from) {
-                x = s.forward_taped(&x, tape)?;
-                keep(i, &x);
-            }
-            Ok(x)
-        })
-    }
-
-    /// Back from d/d(logits) through the stages after `last_kept` (taped by [`Network::forward_taped_from`]):
-    /// the gradient with respect to the output of each stage in `want` (all ≥ `last_kept`), in the order met.
-    pub fn backward_to(
-        &self,
-        dlogits: Grad,
-        tape: &mut Tape,
-        bp: Backprop,
-        last_kept: usize,
-        want: &[usize],
-    ) -> Result<Vec<(usize, Grad)>> {
-        crate::ops::in_pool(|| {
-            let mut out = vec![];
-            let mut g = dlogits;
-            for i in (last_kept + 1..self.stages.len()).rev() {
-                g = self.stages[i].1.backward(g, tape, bp)?;
-                // g is now d/d(output of stage i − 1)
-                if want.contains(&(i - 1)) && i - 1 != last_kept {
-                    out.push((i - 1, g.clone()));
-                }
-            }
-            if want.contains(&last_kept) {
-                out.push((last_kept, g));
-            }
-            Ok(out)
-        })
-    }
-
-    /// d/d(input) from d/d(logits), through every stage's own backward pass (CPU only).
-    pub fn backward(&self, dlogits: Grad, tape: &mut Tape, bp: Backprop) -> Result<Grad> {
-        crate::ops::in_pool(|| {
-            let mut g = dlogits;
-            for (_, s) in self.stages.iter().rev() {
-                g = s.backward(g, tape, bp)?;
-            }
-            Ok(g)
-        })
-    }
-
-    pub fn num_stages(&self) -> usize {
-        self.stages.len()
-    }
-
-    /// The targetable layers (every stage but the classifier, and the aliases), in network order.
+    /// The targetable layers: every node but the input and the logits, each container name (alias) after the
+    /// node it names, in network order.
     pub fn layers(&self) -> Vec<LayerName> {
-        let mut out: Vec<LayerName> = Vec::new();
-        for (i, (n, _)) in self.stages.iter().enumerate().take(self.stages.len() - 1) {
-            for (a, j) in &self.aliases {
-                if *j == i {
-                    out.push(LayerName { name: a.clone(), stage: i, alias_of: Some(n.clone()) });
+        let g = &self.graph;
+        let mut out = vec![];
+        for (i, n) in g.nodes().iter().enumerate().skip(1) {
+            let id = NodeId(i);
+            if id == g.output() {
+                continue;
+            }
+            let kind = n.op.kind();
+            out.push(LayerName { name: n.name.clone(), node: id, alias_of: None, kind });
+            for (a, j) in g.aliases() {
+                if *j == id {
+                    out.push(LayerName { name: a.clone(), node: id, alias_of: Some(n.name.clone()), kind });
                 }
             }
-            out.push(LayerName { name: n.clone(), stage: i, alias_of: None });
         }
         out
     }
 
-    /// The stage index of a layer name, or an error listing the names.
-    pub fn layer(&self, name: &str) -> Result<usize> {
-        let layers = self.layers();
-        if let Some(l) = layers.iter().find(|l| l.name == name) {
-            return Ok(l.stage);
+    /// The node of a layer name, or an error listing some of the names.
+    pub fn layer(&self, name: &str) -> Result<NodeId> {
+        match self.graph.find(name) {
+            Some(id) if id != self.graph.output() && id != self.graph.input() => Ok(id),
+            Some(_) => Err(Error::invalid(format!(
+                "`{name}` of model {} is the network's {}: not a layer a map can be made at",
+                self.name,
+                if self.graph.find(name) == Some(self.graph.input()) { "input" } else { "output (the logits)" }
+            ))),
+            None => {
+                let near: Vec<String> = self
+                    .layers()
+                    .into_iter()
+                    .map(|l| l.name)
+                    .filter(|l| l.starts_with(name.split('.').next().unwrap_or(name)))
+                    .take(12)
+                    .collect();
+                let hint = if near.is_empty() { String::new() } else { format!(" (similar: {})", near.join(", ")) };
+                Err(Error::invalid(format!(
+                    "model {} has no layer `{name}`{hint}; `gradcam layers --model {}` lists them all",
+                    self.name, self.name
+                )))
+            }
         }
-        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
-        Err(Error::invalid(format!(
-            "model {} has no layer `{name}`; its layers: {} (see `gradcam layers --model {}`)",
-            self.name,
-            names.join(", "),
-            self.name
-        )))
     }
 
-    /// The default target layer: the last convolutional stage (as the tutorial's `layer4`).
+    /// The default target layer's name (as pytorch-grad-cam's README suggests: `layer4`, `features[-1]`, …).
     pub fn default_layer(&self) -> String {
-        let layers = self.layers();
-        let last = self.stages.len() - 2;
-        // prefer a short alias of the last stage (`layer4` rather than `layer4.2`)
-        layers
-            .iter()
-            .find(|l| l.stage == last && l.alias_of.is_some())
-            .or_else(|| layers.iter().find(|l| l.stage == last))
-            .map(|l| l.name.clone())
-            .unwrap_or_default()
+        self.graph.display_name(self.default_layer).to_string()
     }
 
-    /// The name of the first stage whose output on `x` holds a value that is not finite (NaN or infinite),
+    /// The name of the first node whose output on `x` holds a value that is not finite (NaN or infinite),
     /// `input` if `x` itself does, None if none does. Used to explain non-finite logits.
     pub fn first_non_finite_stage(&self, x: &Tensor) -> Result<Option<String>> {
         let finite =
@@ -283,25 +158,26 @@ impl Network {
         if !finite(x)? {
             return Ok(Some("input".into()));
         }
-        let mut x = x.clone();
-        for (i, (name, _)) in self.stages.iter().enumerate() {
-            x = self.forward_range(&x, i, i + 1, Backprop::Plain)?;
-            if !finite(&x)? {
-                return Ok(Some(name.clone()));
+        let mut bad = None;
+        self.graph.visit(x, &mut |id, t| {
+            if bad.is_none() && !finite(t)? {
+                bad = Some(self.graph.display_name(id).to_string());
             }
-        }
-        Ok(None)
+            Ok(())
+        })?;
+        Ok(bad)
     }
 
-    /// Bytes the activations of one image of `h`×`w` pixels take through the network: the sum of the stages'
-    /// outputs, f32. A taped pass keeps each stage's input and a few intermediates besides (an inverted
-    /// bottleneck's expanded tensors among them): see [`Network::pass_bytes_estimate`].
+    /// Bytes the values of a forward pass of one image of `h`×`w` pixels take (f32): see
+    /// [`Network::pass_bytes_estimate`].
     pub fn activation_bytes(&self, h: usize, w: usize) -> Result<u64> {
-        let at_input = match self.stage_bytes.get() {
+        let at_input = match self.value_bytes.get() {
             Some(b) => *b,
             None => {
-                let b = self.stage_shapes()?.iter().map(|s| s.iter().product::<usize>() as u64 * 4).sum();
-                *self.stage_bytes.get_or_init(|| b)
+                let plan = self.graph.plan(&[])?;
+                let shapes = self.layer_shapes()?;
+                let b = plan.steps.iter().map(|s| shapes[s.out.0].iter().product::<usize>() as u64 * 4).sum();
+                *self.value_bytes.get_or_init(|| b)
             }
         };
         let (ih, iw) = self.input_size;
@@ -315,42 +191,24 @@ impl Network {
         Ok(self.activation_bytes(h, w)?.saturating_mul(PASS_BYTES_FACTOR).saturating_mul(n as u64))
     }
 
-    /// Output shape (C, H, W) of every stage for an input of the model's size.
-    pub fn stage_shapes(&self) -> Result<Vec<Vec<usize>>> {
+    /// Every node's output shape (without the batch dimension) for one image of the model's input size, by
+    /// node index (the input's first).
+    pub fn layer_shapes(&self) -> Result<&[Vec<usize>]> {
+        if let Some(s) = self.shapes.get() {
+            return Ok(s);
+        }
         let (h, w) = self.input_size;
-        let mut x = Tensor::zeros((1, 3, h, w), candle_core::DType::F32, &self.device)?;
-        let mut out = vec![];
-        for (_, s) in &self.stages {
-            x = s.forward(&x, Backprop::Plain)?;
-            out.push(x.dims()[1..].to_vec());
-        }
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A stage with no backward of its own: y = 2x + x².
-    struct Poly;
-    impl Stage for Poly {
-        fn forward(&self, x: &Tensor, _: Backprop) -> candle_core::Result<Tensor> {
-            (x * 2.0)? + x.sqr()?
-        }
+        let x = Tensor::zeros((1, 3, h, w), candle_core::DType::F32, &self.device)?;
+        let mut shapes = vec![vec![]; self.graph.nodes().len()];
+        self.graph.visit(&x, &mut |id, t| {
+            shapes[id.0] = t.dims()[1..].to_vec();
+            Ok(())
+        })?;
+        Ok(self.shapes.get_or_init(|| shapes))
     }
 
-    #[test]
-    fn provided_backward_falls_back_on_autograd() -> candle_core::Result<()> {
-        let x = Tensor::new(&[[1f32, -2.0], [0.5, 3.0]], &Device::Cpu)?;
-        let mut tape = Tape::default();
-        let y = Poly.forward_taped(&x, &mut tape)?;
-        assert_eq!(y.to_vec2::<f32>()?, vec![vec![3.0, 0.0], vec![1.25, 15.0]]);
-        let dy = Grad { data: vec![1.0, 2.0, -1.0, 0.5], dims: vec![2, 2] };
-        let dx = Poly.backward(dy, &mut tape, Backprop::Plain)?;
-        // dy · (2 + 2x)
-        assert_eq!(dx.data, vec![4.0, -4.0, -3.0, 4.0]);
-        assert!(tape.pop().is_err(), "the stage popped what it pushed");
-        Ok(())
+    /// The output shape (without the batch dimension) of a layer for one image of the input size.
+    pub fn layer_shape(&self, id: NodeId) -> Result<Vec<usize>> {
+        Ok(self.layer_shapes()?[id.0].clone())
     }
 }

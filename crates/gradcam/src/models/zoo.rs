@@ -108,13 +108,13 @@ pub fn spec(name: &str) -> Result<&'static ModelSpec> {
 }
 
 /// Build the architecture `name` with `weights`.
-pub fn build(name: &str, weights: &Weights, dev: &Device) -> Result<Network> {
+pub fn build(name: &str, weights: &Weights, _dev: &Device) -> Result<Network> {
     spec(name)?;
     if let Some(d) = name.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
-        return super::resnet::build(d, weights, dev);
+        return super::resnet::build(d, weights);
     }
     if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
-        return super::efficientnet_lite::build(v, weights, dev);
+        return super::efficientnet_lite::build(v, weights);
     }
     Err(Error::invalid(format!("unknown model `{name}`")))
 }

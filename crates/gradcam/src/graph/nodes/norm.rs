@@ -1,0 +1,74 @@
+//! Batch-norm with inference statistics: y = x·s + t per channel, s = γ/√(σ²+ε), t = β − μ·s. The passes
+//! fold it into the convolution before it where that convolution's output is not a target.
+
+use super::{per_channel, values};
+use crate::graph::{Ctx, Op, Saves};
+use crate::ops::Grad;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub eps: f64,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl BatchNorm {
+    /// From `vb` holding `weight`, `bias`, `running_mean`, `running_var`.
+    pub fn new(vb: VarBuilder, c: usize, eps: f64) -> Result<Self> {
+        let v = |n: &str| -> Result<Vec<f32>> { vb.get(c, n)?.to_vec1::<f32>() };
+        Ok(Self::from_stats(v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?, eps))
+    }
+
+    pub fn from_stats(gamma: Vec<f32>, beta: Vec<f32>, mean: Vec<f32>, var: Vec<f32>, eps: f64) -> Self {
+        let scale64 = Self::scale_of(&gamma, &var, eps);
+        let scale: Vec<f32> = scale64.iter().map(|s| *s as f32).collect();
+        let shift = (0..gamma.len()).map(|o| (beta[o] as f64 - mean[o] as f64 * scale64[o]) as f32).collect();
+        BatchNorm { gamma, beta, mean, var, eps, scale, shift }
+    }
+
+    /// γ/√(σ²+ε) in f64 (what folding multiplies the weights by).
+    pub fn scale_of(gamma: &[f32], var: &[f32], eps: f64) -> Vec<f64> {
+        gamma.iter().zip(var).map(|(g, v)| *g as f64 / (*v as f64 + eps).sqrt()).collect()
+    }
+
+    pub fn channels(&self) -> usize {
+        self.gamma.len()
+    }
+}
+
+impl Op for BatchNorm {
+    fn kind(&self) -> &'static str {
+        "BatchNorm2d"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor> {
+        let (_, c, h, w) = x[0].dims4()?;
+        if c != self.channels() {
+            candle_core::bail!("batch-norm of {} channels on an input of {c}", self.channels())
+        }
+        let y = per_channel(&values(x[0])?, c, h * w, |ch, x, y| {
+            let (s, t) = (self.scale[ch], self.shift[ch]);
+            y.iter_mut().zip(x).for_each(|(y, x)| *y = x * s + t);
+        });
+        Tensor::from_vec(y, x[0].dims(), x[0].device())
+    }
+    fn saves(&self) -> Saves {
+        Saves::NOTHING
+    }
+    fn backward(&self, ctx: &Ctx, dy: Grad) -> Result<Vec<Option<Grad>>> {
+        let (_, c, h, w) = ctx.dims4(0)?;
+        let data = per_channel(&dy.data, c, h * w, |ch, g, o| {
+            let s = self.scale[ch];
+            o.iter_mut().zip(g).for_each(|(o, g)| *o = g * s);
+        });
+        Ok(vec![Some(Grad { data, dims: dy.dims })])
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
