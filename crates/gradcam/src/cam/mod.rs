@@ -60,6 +60,8 @@ pub struct Explainer<'a> {
     pub net: &'a Network,
     layer_names: Vec<String>,
     nodes: Vec<NodeId>,
+    /// What a forward hook on each target sees (itself unless a module overwrites it in place).
+    seen: Vec<NodeId>,
     split: Split,
 }
 
@@ -114,8 +116,12 @@ impl<'a> Explainer<'a> {
         let mut unique = nodes.clone();
         unique.sort();
         unique.dedup();
-        let split = Split::new(&net.graph, &unique)?;
-        Ok(Explainer { net, layer_names: layers.to_vec(), nodes, split })
+        let seen: Vec<NodeId> = nodes.iter().map(|n| net.graph.hook_value(*n)).collect();
+        let mut also: Vec<NodeId> = seen.iter().copied().filter(|s| !unique.contains(s)).collect();
+        also.sort();
+        also.dedup();
+        let split = Split::keeping(&net.graph, &unique, &also)?;
+        Ok(Explainer { net, layer_names: layers.to_vec(), nodes, seen, split })
     }
 
     /// The untracked steps up to the target layers, for a batch `x` (N, 3, H, W). It can be shared by every
@@ -136,18 +142,22 @@ impl<'a> Explainer<'a> {
 
     /// [`Explainer::capture`] from a ready [`Explainer::prefix`].
     pub fn capture_from(&self, x: &Tensor, prefix: &Prefix, classes: &[usize], score: Score) -> Result<Captured> {
-        let (logits, got) = self.net.graph.finish_with_gradients(
+        let (logits, got, also) = self.net.graph.finish_with_gradients(
             &self.split,
             prefix,
             |l| dscore_dlogits(l, classes, score),
             Backprop::Plain,
         )?;
         let mut layers = vec![];
-        for (name, id) in self.layer_names.iter().zip(&self.nodes) {
+        for ((name, id), seen) in self.layer_names.iter().zip(&self.nodes).zip(&self.seen) {
             let k = self.split.targets.iter().position(|t| t == id).ok_or_else(lost)?;
             let (a, g) = &got[k];
+            let a = match self.split.also.iter().position(|t| t == seen) {
+                Some(j) => also[j].clone(),
+                None => a.clone(),
+            };
             let gradients = g.clone().into_tensor(x.device())?;
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a.clone(), gradients });
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients });
         }
         Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
     }
@@ -161,10 +171,9 @@ impl<'a> Explainer<'a> {
         classes: &[usize],
         score: Score,
     ) -> Result<Captured> {
-        let (logits, acts) = self.net.graph.finish(&self.split, prefix, &self.split.targets)?;
+        let (logits, acts) = self.net.graph.finish(&self.split, prefix, &self.seen)?;
         let mut layers = vec![];
-        for (name, id) in self.layer_names.iter().zip(&self.nodes) {
-            let k = self.split.targets.iter().position(|t| t == id).ok_or_else(lost)?;
+        for (k, (name, id)) in self.layer_names.iter().zip(&self.nodes).enumerate() {
             let a = acts[k].clone();
             let gradients = a.zeros_like()?;
             layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients });

@@ -302,6 +302,8 @@ impl Graph {
 pub struct Split {
     pub plan: Arc<Plan>,
     pub targets: Vec<NodeId>,
+    /// Values kept besides the targets (what hooks on the targets see, see [`Graph::hook_value`]).
+    pub also: Vec<NodeId>,
     pub before: Vec<usize>,
     pub after: Vec<usize>,
     /// Values the `after` steps read from before the split, and the targets: what a [`Prefix`] holds.
@@ -310,7 +312,13 @@ pub struct Split {
 
 impl Split {
     pub fn new(g: &Graph, targets: &[NodeId]) -> Result<Self> {
-        let plan = g.plan(targets)?;
+        Self::keeping(g, targets, &[])
+    }
+
+    /// A split at `targets` that also keeps the values of `also`.
+    pub fn keeping(g: &Graph, targets: &[NodeId], also: &[NodeId]) -> Result<Self> {
+        let protect: Vec<NodeId> = targets.iter().chain(also).copied().collect();
+        let plan = g.plan(&protect)?;
         let mut down = vec![false; g.nodes().len()];
         let (mut before, mut after) = (vec![], vec![]);
         for (k, st) in plan.steps.iter().enumerate() {
@@ -321,7 +329,8 @@ impl Split {
                 before.push(k);
             }
         }
-        let mut boundary: Vec<NodeId> = targets.iter().copied().filter(|t| !down[t.0]).collect();
+        let mut boundary: Vec<NodeId> = protect.iter().copied().filter(|t| !down[t.0]).collect();
+        boundary.dedup();
         for &k in &after {
             for i in &plan.steps[k].inputs {
                 if !down[i.0] && !boundary.contains(i) {
@@ -329,7 +338,7 @@ impl Split {
                 }
             }
         }
-        Ok(Split { plan, targets: targets.to_vec(), before, after, boundary })
+        Ok(Split { plan, targets: targets.to_vec(), also: also.to_vec(), before, after, boundary })
     }
 }
 
@@ -396,24 +405,27 @@ impl Graph {
     }
 
     /// The steps after a split, taped, then back from `dout(output)`: the output, and (value, gradient) at
-    /// every target.
+    /// every target, and the values of `split.also`.
+    #[allow(clippy::type_complexity)]
     pub fn finish_with_gradients(
         &self,
         split: &Split,
         p: &Prefix,
         dout: impl FnOnce(&Tensor) -> Result<Grad> + Send,
         bp: Backprop,
-    ) -> Result<(Tensor, Vec<(Tensor, Grad)>)> {
+    ) -> Result<(Tensor, Vec<(Tensor, Grad)>, Vec<Tensor>)> {
         crate::ops::in_pool(|| {
             let mut vals = self.values_from(p);
             let mut keep = split.targets.clone();
+            keep.extend(&split.also);
             keep.push(self.output());
             let dims = self.run_taped(&split.plan, &mut vals, &split.after, &keep)?;
             let out = get(self, &vals, self.output())?.clone();
             let d = dout(&out)?;
             let grads = self.backward(&split.plan, &vals, &dims, &split.after, d, bp, &split.targets)?;
             let acts = split.targets.iter().map(|t| get(self, &vals, *t).cloned()).collect::<Result<Vec<_>>>()?;
-            Ok((out, acts.into_iter().zip(grads).collect()))
+            let also = split.also.iter().map(|t| get(self, &vals, *t).cloned()).collect::<Result<Vec<_>>>()?;
+            Ok((out, acts.into_iter().zip(grads).collect(), also))
         })
     }
 }

@@ -26,6 +26,9 @@ pub struct Node {
     pub name: String,
     pub op: Arc<dyn Op>,
     pub inputs: Vec<NodeId>,
+    /// The module writes its output over its first input (`nn.ReLU(inplace=True)`, `out += identity`): a
+    /// forward hook on the module that made that input sees this node's value (see [`Graph::hook_value`]).
+    pub inplace: bool,
 }
 
 /// The graph's input placeholder (node 0).
@@ -81,6 +84,20 @@ impl Graph {
     pub fn find(&self, name: &str) -> Option<NodeId> {
         self.by_name.get(name).copied()
     }
+    /// The node whose value a PyTorch forward hook on `id`'s module ends up holding: the hook keeps the output
+    /// tensor, which in-place modules after it overwrite (DenseNet's `F.relu(features, inplace=True)` after
+    /// `norm5`; a batch-norm followed by `ReLU(inplace=True)`). pytorch-grad-cam pairs that value with the
+    /// gradient at `id` itself; so does gradcam, to give the reference's maps.
+    pub fn hook_value(&self, id: NodeId) -> NodeId {
+        let mut cur = id;
+        while let Some(next) =
+            self.consumers(cur).iter().find(|c| self.nodes[c.0].inplace && self.nodes[c.0].inputs.first() == Some(&cur))
+        {
+            cur = *next;
+        }
+        cur
+    }
+
     /// The name a user sees for a node: its shortest alias, else its own name.
     pub fn display_name(&self, id: NodeId) -> &str {
         self.aliases
@@ -109,7 +126,7 @@ impl Default for Builder {
 impl Builder {
     pub fn new() -> Self {
         Builder {
-            nodes: vec![Node { name: "input".into(), op: Arc::new(Input), inputs: vec![] }],
+            nodes: vec![Node { name: "input".into(), op: Arc::new(Input), inputs: vec![], inplace: false }],
             aliases: vec![],
             calls: HashMap::new(),
         }
@@ -129,8 +146,15 @@ impl Builder {
         let name = if *k == 0 { name.to_string() } else { format!("{name}_{k}") };
         *k += 1;
         debug_assert!(inputs.iter().all(|i| i.0 < self.nodes.len()), "inputs must come before the node");
-        self.nodes.push(Node { name, op, inputs: inputs.to_vec() });
+        self.nodes.push(Node { name, op, inputs: inputs.to_vec(), inplace: false });
         NodeId(self.nodes.len() - 1)
+    }
+
+    /// A node whose module overwrites its first input in place (PyTorch's `inplace=True`, `+=`).
+    pub fn add_inplace(&mut self, name: &str, op: impl Op + 'static, inputs: &[NodeId]) -> NodeId {
+        let id = self.add(name, op, inputs);
+        self.nodes[id.0].inplace = true;
+        id
     }
 
     /// Another name for a node's output (a container module: `layer4` for the last block's output).

@@ -83,7 +83,7 @@ fn block(
     for (i, s) in specs.into_iter().enumerate() {
         y = conv_bn(b, vb, &p(&format!("conv{}", i + 1)), &p(&format!("bn{}", i + 1)), s, EPS, y)?;
         if i < last {
-            y = b.add(&p("relu"), Act::module(Relu), &[y]);
+            y = b.add_inplace(&p("relu"), Act::module(Relu), &[y]);
         }
     }
     let skip = if stride != 1 || cin != cout {
@@ -94,8 +94,8 @@ fn block(
     } else {
         x
     };
-    let sum = b.add(&p("add"), AddAct::add(), &[y, skip]);
-    let out = b.add(&p("relu"), Act::module(Relu), &[sum]);
+    let sum = b.add_inplace(&p("add"), AddAct::add(), &[y, skip]);
+    let out = b.add_inplace(&p("relu"), Act::module(Relu), &[sum]);
     b.alias(name, out);
     Ok((out, cout))
 }
@@ -109,7 +109,7 @@ pub fn build(depth: usize, weights: &Weights) -> Result<Network> {
     let mut b = Builder::new();
     let x = b.input();
     let s = conv_bn(&mut b, &vb, "conv1", "bn1", ConvSpec::new(3, 64, 7, 2, Padding::same(3)), EPS, x)?;
-    let s = b.add("relu", Act::module(Relu), &[s]);
+    let s = b.add_inplace("relu", Act::module(Relu), &[s]);
     b.alias("stem", s);
     let mut x = b.add("maxpool", MaxPool(PoolConfig { kernel: 3, stride: 2, pad: 1 }), &[s]);
     let mut cin = 64;

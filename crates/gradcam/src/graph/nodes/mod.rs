@@ -3,17 +3,23 @@
 //! changes. Each op's forward and input gradient live together; the kernels are in `ops/`.
 
 pub mod act;
+pub mod binary;
+pub mod concat;
 pub mod conv;
 pub mod linear;
 pub mod norm;
 pub mod pool;
 pub mod shape;
+pub mod unary;
 
 pub use act::{Act, AddAct};
 pub use conv::{Conv, ConvSpec, Padding};
 pub use linear::Linear;
 pub use norm::BatchNorm;
-pub use pool::{GlobalAvgPool, MaxPool};
+pub use binary::{Binary, BinaryKind};
+pub use concat::Concat;
+pub use pool::{AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool};
+pub use unary::{Unary, UnaryKind};
 pub use shape::Flatten;
 
 use candle_core::{Result, Tensor};
@@ -32,6 +38,17 @@ pub(crate) fn per_channel(
     }
     out.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(i, (o, x))| f(i % c, x, o));
     out
+}
+
+/// Parallel map from planes of `inp` values to planes of `out` values (pooling): `f(input plane, output plane)`.
+pub(crate) fn per_plane(x: &[f32], planes: usize, inp: usize, out: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0f32; planes * out];
+    if inp == 0 || out == 0 {
+        return y;
+    }
+    y.par_chunks_mut(out).zip(x.par_chunks(inp)).for_each(|(o, p)| f(p, o));
+    y
 }
 
 /// A contiguous f32 tensor's values, as a new vector.
