@@ -414,10 +414,12 @@ mod tests {
         let logits = vals[g.output().0].clone().unwrap();
         let grads = class_score(&logits, classes, score)?.backward()?;
         let mut layers = vec![];
-        for (name, id) in ex.layer_names.iter().zip(&ex.nodes) {
+        for ((name, id), seen) in ex.layer_names.iter().zip(&ex.nodes).zip(&ex.seen) {
             let (_, a, z) = probes.iter().find(|(p, _, _)| p == id).unwrap();
             let gr = grads.get(z.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a.clone(), gradients: gr });
+            // what a hook on the layer sees (an in-place module after it may have overwritten it)
+            let a = if seen == id { a.clone() } else { vals[seen.0].as_ref().unwrap().detach() };
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients: gr });
         }
         Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
     }

@@ -173,32 +173,14 @@ impl CustomOp2 for AddAct {
     }
 }
 
-/// act(a + b) (or a + b), differentiable in both.
+/// act(a + b) (or a + b), differentiable in both (the CPU kernels; gradcam runs on the CPU).
 pub fn add_activation(a: &Tensor, b: &Tensor, act: Option<Activation>, bp: Backprop) -> Result<Tensor> {
-    if a.device().is_cpu() {
-        a.contiguous()?.apply_op2(&b.contiguous()?, AddAct(act, bp))
-    } else {
-        let s = (a + b)?;
-        match act {
-            Some(f) => activation(&s, f, bp),
-            None => Ok(s),
-        }
-    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddAct(act, bp))
 }
 
 /// Apply the activation, with the chosen backward.
 pub fn activation(x: &Tensor, a: Activation, bp: Backprop) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(Act(a, bp))
-    } else {
-        if bp == Backprop::Guided {
-            candle_core::bail!("guided backprop is implemented for the CPU device only")
-        }
-        match a {
-            Activation::Relu => x.relu(),
-            Activation::Relu6 => x.clamp(0f32, 6f32),
-        }
-    }
+    x.contiguous()?.apply_op1(Act(a, bp))
 }
 
 #[cfg(test)]

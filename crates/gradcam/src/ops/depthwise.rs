@@ -15,7 +15,7 @@
 //! padding adds w·0), so the figures equal a direct loop's on every machine.
 
 use super::act::Activation;
-use super::conv::Geom;
+use super::geom::Geom;
 use super::phases::{from_phases, to_phases, Phases};
 use super::simd;
 use rayon::prelude::*;

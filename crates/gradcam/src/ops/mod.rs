@@ -12,6 +12,7 @@ pub mod act;
 pub mod conv;
 mod depthwise;
 mod gemm;
+pub mod geom;
 pub mod isa;
 mod kernels;
 mod phases;

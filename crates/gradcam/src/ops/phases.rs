@@ -6,7 +6,7 @@
 //! convolution (one correlation per channel) and by the dense one (the gemm reads the planes' runs as the rows
 //! of its B matrix, with no im2col copy).
 
-use super::conv::Geom;
+use super::geom::Geom;
 use super::simd;
 
 /// Sizes of the phase planes of one channel.

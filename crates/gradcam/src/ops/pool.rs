@@ -190,39 +190,7 @@ pub fn max_pool2d_input_grad(dy: &super::Grad, x: &Tensor, cfg: PoolConfig) -> R
 
 /// 2-D max-pool with -inf padding (PyTorch's `MaxPool2d(kernel, stride, padding)`), differentiable.
 pub fn max_pool2d(x: &Tensor, cfg: PoolConfig) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op1(MaxPool(cfg))
-    } else {
-        // Exact on any device: pad with -inf, then the maximum over the shifted views.
-        let (n, c, h, w) = x.dims4()?;
-        let (p, k, s) = (cfg.pad, cfg.kernel, cfg.stride);
-        let ninf = |hh: usize, ww: usize| Tensor::full(f32::NEG_INFINITY, (n, c, hh, ww), x.device());
-        let xp = if p > 0 {
-            let t = Tensor::cat(&[&ninf(p, w)?, x, &ninf(p, w)?], 2)?;
-            Tensor::cat(&[&ninf(h + 2 * p, p)?, &t, &ninf(h + 2 * p, p)?], 3)?
-        } else {
-            x.clone()
-        };
-        let (ho, wo) = (cfg.out(h), cfg.out(w));
-        let mut out: Option<Tensor> = None;
-        for ky in 0..k {
-            for kx in 0..k {
-                let v = xp.narrow(2, ky, (ho - 1) * s + 1)?.narrow(3, kx, (wo - 1) * s + 1)?;
-                let v = if s > 1 {
-                    let idx_h = Tensor::arange_step(0u32, ((ho - 1) * s + 1) as u32, s as u32, x.device())?;
-                    let idx_w = Tensor::arange_step(0u32, ((wo - 1) * s + 1) as u32, s as u32, x.device())?;
-                    v.index_select(&idx_h, 2)?.index_select(&idx_w, 3)?
-                } else {
-                    v
-                };
-                out = Some(match out {
-                    None => v,
-                    Some(o) => o.maximum(&v)?,
-                });
-            }
-        }
-        out.ok_or_else(|| candle_core::Error::Msg("max_pool2d: empty window".into()))
-    }
+    x.contiguous()?.apply_op1(MaxPool(cfg))
 }
 
 #[cfg(test)]
