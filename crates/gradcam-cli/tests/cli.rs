@@ -37,9 +37,9 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
     assert!(err.contains("ambiguous"), "{err}");
 }
 
-/// ResNet weights are never downloaded: they are looked for in gradcam's cache, then in torch's
-/// (`$TORCH_HOME/hub/checkpoints`), checked against the published hash; missing or wrong, the message says where
-/// it looked and what to do.
+/// torchvision's weights are looked for in gradcam's cache, then in torch's (`$TORCH_HOME/hub/checkpoints`),
+/// checked against the published hash; offline and missing, or there and wrong, the message says where it looked
+/// and what to do. Nothing here reaches the internet: downloads are off (GRADCAM_OFFLINE=1).
 #[test]
 fn torchvision_weights_are_looked_up_locally_and_checked() {
     let d = tempdir("zoo");
@@ -49,6 +49,7 @@ fn torchvision_weights_are_looked_up_locally_and_checked() {
             .args(args)
             .env("GRADCAM_HOME", &gh)
             .env("TORCH_HOME", &th)
+            .env("GRADCAM_OFFLINE", "1")
             .output()
             .unwrap();
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
@@ -65,7 +66,106 @@ fn torchvision_weights_are_looked_up_locally_and_checked() {
     assert!(err.contains("SHA-256") && err.contains("f37072fd") && err.contains(s(&ckpts)), "{err}");
     let (code, err) = run(&["classify", s(&img), "--model", "resnet18", "--weights", "https://example.invalid/w"]);
     assert_ne!(code, 0);
-    assert!(err.contains("does not download"), "{err}");
+    assert!(err.contains("does not download") && err.contains("only the zoo's own checkpoints"), "{err}");
+}
+
+/// A loopback server that answers 404 to everything (the tests never reach the internet): its port.
+fn not_found_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = vec![];
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ =
+                conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+        }
+    });
+    port
+}
+
+/// Missing torchvision weights are downloaded into $GRADCAM_HOME/weights on first use (the library's tests cover
+/// a download that succeeds: no real checkpoint can be served here). A download that fails says so with the
+/// address and the status, and leaves nothing in the cache; --offline and GRADCAM_OFFLINE=1 refuse to download
+/// and say where to put the file and where to get it; a model whose architecture is not built yet is refused
+/// before any download.
+#[test]
+fn torchvision_weights_are_downloaded_on_first_use() {
+    let d = tempdir("download");
+    let (gh, th) = (d.join("gradcam-home"), d.join("torch-home"));
+    let base = format!("http://127.0.0.1:{}/models", not_found_server());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(args)
+            .env("GRADCAM_HOME", &gh)
+            .env("TORCH_HOME", &th)
+            .env("GRADCAM_TORCHVISION_BASE", &base)
+            .env_remove("GRADCAM_OFFLINE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let img = example("chelsea.png");
+    let weights = gh.join("weights");
+    let url = format!("{base}/resnet18-f37072fd.pth");
+
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&url) && err.contains("HTTP 404") && err.contains(s(&weights)), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> =
+        std::fs::read_dir(&weights).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left behind in {}: {left:?}", weights.display());
+
+    for (args, env) in [
+        (&["--offline", "classify", s(&img), "--model", "resnet18"][..], &[][..]),
+        (&["classify", s(&img), "--model", "resnet18", "--offline"][..], &[][..]),
+        (&["classify", s(&img), "--model", "resnet18"][..], &[("GRADCAM_OFFLINE", "1")][..]),
+    ] {
+        let (code, err) = run(args, env);
+        assert_ne!(code, 0, "{args:?}");
+        let mine = weights.join("resnet18-f37072fd.pth");
+        let torch = th.join("hub/checkpoints/resnet18-f37072fd.pth");
+        assert!(err.contains(&url) && err.contains(s(&mine)) && err.contains(s(&torch)), "{args:?}: {err}");
+        assert!(err.contains("downloads are off"), "{err}");
+    }
+
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18"], &[("GRADCAM_OFFLINE", "maybe")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("GRADCAM_OFFLINE=maybe") && err.contains("expected"), "{err}");
+    let (code, err) = run(&["classify", s(&img), "--model", "resnet18"], &[("GRADCAM_TORCHVISION_BASE", "ftp://x")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("GRADCAM_TORCHVISION_BASE=ftp://x") && err.contains("http"), "{err}");
+    let (code, err) = run(&["classify", s(&img), "--model", "vgg16"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("vgg16") && err.contains("architecture not built yet"), "{err}");
+}
+
+/// `gradcam models` lists the whole zoo, the torchvision checkpoints of architectures still to be built too.
+#[test]
+fn models_lists_the_zoo() {
+    let d = tempdir("models-list");
+    let out = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .arg("models")
+        .env("GRADCAM_HOME", d.join("home"))
+        .env("TORCH_HOME", d.join("torch"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["efficientnet_lite0", "resnet50", "vgg16_bn", "mobilenet_v3_large", "densenet161", "efficientnet_b7"] {
+        assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing: {text}");
+    }
+    let line = text.lines().find(|l| l.starts_with("resnet50 ")).unwrap();
+    assert!(line.contains("downloaded on first use") && line.contains("resnet50-0676ba61.pth"), "{line}");
+    let line = text.lines().find(|l| l.starts_with("convnext_tiny ")).unwrap();
+    assert!(line.contains("architecture not built yet") && line.contains("convnext_tiny-983f1562.pth"), "{line}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("regnet_")).count(), 14);
 }
 
 #[test]

@@ -465,6 +465,8 @@ fn models_does_not_call_a_truncated_or_foreign_checkpoint_usable() {
             .args(args)
             .env("GRADCAM_HOME", d.join("home"))
             .env("TORCH_HOME", d.join("torch"))
+            // never the internet: a cached file with the wrong hash is refused, not downloaded over
+            .env("GRADCAM_OFFLINE", "1")
             .output()
             .unwrap();
         (

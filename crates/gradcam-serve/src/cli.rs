@@ -15,7 +15,8 @@ pub struct Args {
     /// Model name (see `gradcam models`).
     #[arg(long, short, default_value = zoo::DEFAULT_MODEL)]
     pub model: String,
-    /// Weights: a checkpoint file or `synthetic`. Default: the model's pretrained weights from the cache.
+    /// Weights: a checkpoint file or `synthetic`. Default: the model's pretrained weights from the cache
+    /// (torchvision's downloaded there on first use, unless --offline).
     #[arg(long)]
     pub weights: Option<String>,
     /// Class names, one per line (for a checkpoint with other classes than ImageNet's).
@@ -51,8 +52,9 @@ pub struct Args {
     pub examples: Option<PathBuf>,
 }
 
-/// Load the model, start the server, print where it listens, serve until the process ends.
-pub fn main(a: &Args) -> gradcam::Result<()> {
+/// Load the model (`fetch`: whether missing pretrained weights may be downloaded), start the server, print where
+/// it listens, serve until the process ends.
+pub fn main(a: &Args, fetch: zoo::Fetch) -> gradcam::Result<()> {
     let workers = a.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {
         return Err(gradcam::Error::invalid("--workers 0: expected at least 1"));
@@ -64,7 +66,7 @@ pub fn main(a: &Args) -> gradcam::Result<()> {
         return Err(gradcam::Error::invalid("--max-body 0: expected at least 1 byte"));
     }
     let dev = candle_core::Device::Cpu;
-    let net = gradcam::load_model(&a.model, a.weights.as_deref(), &dev)?;
+    let net = gradcam::load_model_with(&a.model, a.weights.as_deref(), &dev, fetch)?;
     let labels = Labels::for_classes(net.num_classes, a.labels.as_deref())?;
     let model = Arc::new(Model::new(net, labels)?);
     let config = Config {

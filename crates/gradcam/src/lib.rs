@@ -11,6 +11,7 @@ pub mod cam;
 pub mod checkpoint;
 pub mod classify;
 mod colormaps;
+pub mod download;
 pub mod error;
 pub mod explain;
 pub mod graph;
@@ -32,13 +33,22 @@ pub use models::Network;
 
 use candle_core::Device;
 
-/// Load a zoo model: `weights` is a file, `synthetic`, or None for the pretrained weights.
+/// Load a zoo model: `weights` is a file, `synthetic`, or None for the pretrained weights (a missing torchvision
+/// checkpoint is downloaded, quietly, unless `GRADCAM_OFFLINE` says not to: see [`load_model_with`]).
 pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Network> {
+    load_model_with(name, weights, dev, models::zoo::Fetch::default())
+}
+
+/// [`load_model`], with `fetch` saying whether missing pretrained weights may be downloaded, and whether to show
+/// the download on stderr.
+pub fn load_model_with(name: &str, weights: Option<&str>, dev: &Device, fetch: models::zoo::Fetch) -> Result<Network> {
     // a bad GRADCAM_ISA is an error here, before anything runs on a set the user did not ask for
     ops::isa::init()?;
+    // an architecture gradcam does not build yet is refused before its weights are looked for (or downloaded)
+    models::zoo::ensure_built(name)?;
     let w = match weights {
         Some("synthetic") => weights::Weights::Synthetic,
-        w => weights::Weights::load(models::zoo::resolve_weights(name, w)?)?,
+        w => weights::Weights::load(models::zoo::resolve_weights_with(name, w, fetch)?)?,
     };
     let net = models::zoo::build(name, &w, dev)?;
     if net.num_classes == 0 {

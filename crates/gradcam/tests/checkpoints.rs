@@ -133,7 +133,7 @@ fn checkpoint_hash_prefix_is_checked() {
     let e = gradcam::models::zoo::check_sha256_prefix(&path, "00000000").unwrap_err().to_string();
     assert!(e.contains("ckpt_zip.pth") && e.contains(&digest) && e.contains("00000000"), "{e}");
     let e = gradcam::models::zoo::resolve_weights("resnet18", Some("https://example.invalid/w.pth")).unwrap_err();
-    assert!(e.to_string().contains("does not download"), "{e}");
+    assert!(e.to_string().contains("does not download") && e.to_string().contains("only the zoo's own"), "{e}");
 }
 
 /// Weights a model asks for must be finite floats: an inf in `_bn0.bias` used to pass through ReLU6 as a confident
