@@ -98,6 +98,66 @@ pub const MODELS: &[ModelSpec] = &[
         source: Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
         description: "ResNet-152 (torchvision IMAGENET1K_V1)",
     },
+    ModelSpec {
+        name: "densenet121",
+        source: Source::ArchitectureOnly,
+        description: "DenseNet-121 (torchvision), 224x224",
+    },
+    ModelSpec {
+        name: "densenet161",
+        source: Source::ArchitectureOnly,
+        description: "DenseNet-161 (torchvision), 224x224",
+    },
+    ModelSpec {
+        name: "densenet169",
+        source: Source::ArchitectureOnly,
+        description: "DenseNet-169 (torchvision), 224x224",
+    },
+    ModelSpec {
+        name: "densenet201",
+        source: Source::ArchitectureOnly,
+        description: "DenseNet-201 (torchvision), 224x224",
+    },
+    ModelSpec {
+        name: "efficientnet_b0",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B0 (torchvision), 224x224",
+    },
+    ModelSpec {
+        name: "efficientnet_b1",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B1 (torchvision), 240x240",
+    },
+    ModelSpec {
+        name: "efficientnet_b2",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B2 (torchvision), 288x288",
+    },
+    ModelSpec {
+        name: "efficientnet_b3",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B3 (torchvision), 300x300",
+    },
+    ModelSpec {
+        name: "efficientnet_b4",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B4 (torchvision), 380x380",
+    },
+    ModelSpec {
+        name: "efficientnet_b5",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B5 (torchvision), 456x456",
+    },
+    ModelSpec {
+        name: "efficientnet_b6",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B6 (torchvision), 528x528",
+    },
+    ModelSpec {
+        name: "efficientnet_b7",
+        source: Source::ArchitectureOnly,
+        description: "EfficientNet-B7 (torchvision), 600x600",
+    },
 ];
 
 pub fn spec(name: &str) -> Result<&'static ModelSpec> {
@@ -112,6 +172,12 @@ pub fn build(name: &str, weights: &Weights, _dev: &Device) -> Result<Network> {
     spec(name)?;
     if let Some(d) = name.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
         return super::resnet::build(d, weights);
+    }
+    if let Some(d) = name.strip_prefix("densenet").and_then(|d| d.parse().ok()) {
+        return super::densenet::build(d, weights);
+    }
+    if let Some(v) = name.strip_prefix("efficientnet_b").and_then(|d| d.parse().ok()) {
+        return super::efficientnet::build(v, weights);
     }
     if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
         return super::efficientnet_lite::build(v, weights);
