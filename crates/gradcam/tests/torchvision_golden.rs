@@ -103,3 +103,13 @@ pub fn check(model: &str) {
 }
 
 // One test per architecture family (the smallest size of each): added with each builder.
+
+#[test]
+fn densenet121_matches_the_reference() {
+    check("densenet121");
+}
+
+#[test]
+fn efficientnet_b0_matches_the_reference() {
+    check("efficientnet_b0");
+}

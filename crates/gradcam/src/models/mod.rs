@@ -2,6 +2,8 @@
 //! the default target). One file per architecture, each a forward-only builder; [`zoo`] lists the models by
 //! name.
 
+pub mod densenet;
+pub mod efficientnet;
 pub mod efficientnet_lite;
 pub mod resnet;
 pub mod zoo;

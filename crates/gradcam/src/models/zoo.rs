@@ -508,28 +508,31 @@ pub fn spec(name: &str) -> Result<&'static ModelSpec> {
     })
 }
 
-/// The architectures gradcam builds, with their parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Arch {
-    ResNet(usize),
-    EfficientNetLite(usize),
-}
+/// A family's builder for one zoo model.
+type Build = Box<dyn Fn(&Weights) -> Result<Network>>;
 
-/// The architecture of the zoo model `name`, if gradcam builds it (the zoo also lists torchvision checkpoints of
-/// architectures still to be built).
-fn arch(name: &str) -> Option<Arch> {
-    if let Some(d) = name.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
-        return Some(Arch::ResNet(d));
+/// The builder of the zoo model `name`, if gradcam builds its architecture (the zoo also lists torchvision
+/// checkpoints of architectures still to be built). One line per family.
+fn builder(name: &str) -> Option<Build> {
+    let num = |prefix: &str| name.strip_prefix(prefix).and_then(|d| d.parse::<usize>().ok());
+    if let Some(d) = num("resnet") {
+        return Some(Box::new(move |w| super::resnet::build(d, w)));
     }
-    if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
-        return Some(Arch::EfficientNetLite(v));
+    if let Some(v) = num("efficientnet_lite") {
+        return Some(Box::new(move |w| super::efficientnet_lite::build(v, w)));
+    }
+    if let Some(d) = num("densenet") {
+        return Some(Box::new(move |w| super::densenet::build(d, w)));
+    }
+    if let Some(v) = num("efficientnet_b") {
+        return Some(Box::new(move |w| super::efficientnet::build(v, w)));
     }
     None
 }
 
 /// Whether gradcam can build the zoo model `name` (else it is listed for its checkpoint only).
 pub fn is_built(name: &str) -> bool {
-    arch(name).is_some()
+    builder(name).is_some()
 }
 
 /// `name` is a zoo model whose architecture gradcam builds; else the error [`build`] gives (checked before any
@@ -550,9 +553,8 @@ pub fn ensure_built(name: &str) -> Result<()> {
 /// Build the architecture `name` with `weights`.
 pub fn build(name: &str, weights: &Weights, _dev: &Device) -> Result<Network> {
     ensure_built(name)?;
-    match arch(name) {
-        Some(Arch::ResNet(d)) => super::resnet::build(d, weights),
-        Some(Arch::EfficientNetLite(v)) => super::efficientnet_lite::build(v, weights),
+    match builder(name) {
+        Some(b) => b(weights),
         None => Err(Error::invalid(format!("model `{name}`: architecture not built yet"))),
     }
 }
