@@ -3,7 +3,10 @@
 //! name.
 
 pub mod efficientnet_lite;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
+pub mod vgg;
 pub mod zoo;
 
 use crate::error::{Error, Result};

@@ -98,6 +98,45 @@ pub const MODELS: &[ModelSpec] = &[
         source: Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
         description: "ResNet-152 (torchvision IMAGENET1K_V1)",
     },
+    ModelSpec { name: "vgg11", source: Source::ArchitectureOnly, description: "VGG-11, 224x224 (architecture only)" },
+    ModelSpec {
+        name: "vgg11_bn",
+        source: Source::ArchitectureOnly,
+        description: "VGG-11-BN, 224x224 (architecture only)",
+    },
+    ModelSpec { name: "vgg13", source: Source::ArchitectureOnly, description: "VGG-13, 224x224 (architecture only)" },
+    ModelSpec {
+        name: "vgg13_bn",
+        source: Source::ArchitectureOnly,
+        description: "VGG-13-BN, 224x224 (architecture only)",
+    },
+    ModelSpec { name: "vgg16", source: Source::ArchitectureOnly, description: "VGG-16, 224x224 (architecture only)" },
+    ModelSpec {
+        name: "vgg16_bn",
+        source: Source::ArchitectureOnly,
+        description: "VGG-16-BN, 224x224 (architecture only)",
+    },
+    ModelSpec { name: "vgg19", source: Source::ArchitectureOnly, description: "VGG-19, 224x224 (architecture only)" },
+    ModelSpec {
+        name: "vgg19_bn",
+        source: Source::ArchitectureOnly,
+        description: "VGG-19-BN, 224x224 (architecture only)",
+    },
+    ModelSpec {
+        name: "mobilenet_v2",
+        source: Source::ArchitectureOnly,
+        description: "MobileNetV2, 224x224 (architecture only)",
+    },
+    ModelSpec {
+        name: "mobilenet_v3_small",
+        source: Source::ArchitectureOnly,
+        description: "MobileNetV3-Small, 224x224 (architecture only)",
+    },
+    ModelSpec {
+        name: "mobilenet_v3_large",
+        source: Source::ArchitectureOnly,
+        description: "MobileNetV3-Large, 224x224 (architecture only)",
+    },
 ];
 
 pub fn spec(name: &str) -> Result<&'static ModelSpec> {
@@ -115,6 +154,18 @@ pub fn build(name: &str, weights: &Weights, _dev: &Device) -> Result<Network> {
     }
     if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
         return super::efficientnet_lite::build(v, weights);
+    }
+    if let Some(v) = name.strip_prefix("vgg") {
+        let (d, bn) = v.strip_suffix("_bn").map_or((v, false), |d| (d, true));
+        if let Ok(d) = d.parse() {
+            return super::vgg::build(d, bn, weights);
+        }
+    }
+    if name == "mobilenet_v2" {
+        return super::mobilenet_v2::build(weights);
+    }
+    if let Some(v) = name.strip_prefix("mobilenet_v3_") {
+        return super::mobilenet_v3::build(v, weights);
     }
     Err(Error::invalid(format!("unknown model `{name}`")))
 }
