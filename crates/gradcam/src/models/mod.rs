@@ -5,7 +5,10 @@
 pub mod densenet;
 pub mod efficientnet;
 pub mod efficientnet_lite;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
+pub mod vgg;
 pub mod zoo;
 
 use crate::error::{Error, Result};

@@ -527,6 +527,18 @@ fn builder(name: &str) -> Option<Build> {
     if let Some(v) = num("efficientnet_b") {
         return Some(Box::new(move |w| super::efficientnet::build(v, w)));
     }
+    if let Some(v) = name.strip_prefix("vgg") {
+        let (d, bn) = v.strip_suffix("_bn").map_or((v, false), |d| (d, true));
+        let d = d.parse::<usize>().ok()?;
+        return Some(Box::new(move |w| super::vgg::build(d, bn, w)));
+    }
+    if name == "mobilenet_v2" {
+        return Some(Box::new(super::mobilenet_v2::build));
+    }
+    if let Some(v) = name.strip_prefix("mobilenet_v3_") {
+        let v = v.to_string();
+        return Some(Box::new(move |w| super::mobilenet_v3::build(&v, w)));
+    }
     None
 }
 
