@@ -103,3 +103,18 @@ pub fn check(model: &str) {
 }
 
 // One test per architecture family (the smallest size of each): added with each builder.
+
+#[test]
+fn convnext_tiny_matches_the_reference() {
+    check("convnext_tiny");
+}
+
+#[test]
+fn regnet_y_400mf_matches_the_reference() {
+    check("regnet_y_400mf");
+}
+
+#[test]
+fn regnet_x_400mf_matches_the_reference() {
+    check("regnet_x_400mf");
+}

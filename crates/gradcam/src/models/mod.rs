@@ -2,7 +2,9 @@
 //! the default target). One file per architecture, each a forward-only builder; [`zoo`] lists the models by
 //! name.
 
+pub mod convnext;
 pub mod efficientnet_lite;
+pub mod regnet;
 pub mod resnet;
 pub mod zoo;
 

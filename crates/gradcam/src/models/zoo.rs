@@ -98,6 +98,96 @@ pub const MODELS: &[ModelSpec] = &[
         source: Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
         description: "ResNet-152 (torchvision IMAGENET1K_V1)",
     },
+    ModelSpec {
+        name: "convnext_tiny",
+        source: Source::ArchitectureOnly,
+        description: "ConvNeXt-Tiny (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "convnext_small",
+        source: Source::ArchitectureOnly,
+        description: "ConvNeXt-Small (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "convnext_base",
+        source: Source::ArchitectureOnly,
+        description: "ConvNeXt-Base (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "convnext_large",
+        source: Source::ArchitectureOnly,
+        description: "ConvNeXt-Large (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_400mf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-400MF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_800mf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-800MF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_1_6gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-1.6GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_3_2gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-3.2GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_8gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-8GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_16gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-16GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_y_32gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetY-32GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_400mf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-400MF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_800mf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-800MF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_1_6gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-1.6GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_3_2gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-3.2GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_8gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-8GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_16gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-16GF (torchvision architecture), 224x224",
+    },
+    ModelSpec {
+        name: "regnet_x_32gf",
+        source: Source::ArchitectureOnly,
+        description: "RegNetX-32GF (torchvision architecture), 224x224",
+    },
 ];
 
 pub fn spec(name: &str) -> Result<&'static ModelSpec> {
@@ -112,6 +202,12 @@ pub fn build(name: &str, weights: &Weights, _dev: &Device) -> Result<Network> {
     spec(name)?;
     if let Some(d) = name.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
         return super::resnet::build(d, weights);
+    }
+    if let Some(v) = name.strip_prefix("convnext_") {
+        return super::convnext::build(v, weights);
+    }
+    if let Some(v) = name.strip_prefix("regnet_") {
+        return super::regnet::build(v, weights);
     }
     if let Some(v) = name.strip_prefix("efficientnet_lite").and_then(|d| d.parse().ok()) {
         return super::efficientnet_lite::build(v, weights);
