@@ -76,7 +76,7 @@ fn make_divisible(v: f64, divisor: usize) -> usize {
 /// stage's bottleneck width made a multiple of its group width (`_adjust_widths_groups_compatibilty`).
 pub fn block_params(p: InitParams) -> Result<BlockParams> {
     const QUANT: f32 = 8.0;
-    if p.w_a < 0.0 || p.w_0 == 0 || p.w_m <= 1.0 || p.w_0 % 8 != 0 {
+    if p.w_a < 0.0 || p.w_0 == 0 || p.w_m <= 1.0 || !p.w_0.is_multiple_of(8) {
         return Err(Error::invalid("invalid RegNet settings"));
     }
     let (w_0, w_a, w_m) = (p.w_0 as f32, p.w_a as f32, p.w_m as f32);
@@ -204,7 +204,8 @@ mod tests {
     #[test]
     fn block_params_are_torchvisions() {
         // torchvision 0.29's BlockParams.from_init_params for each model: depths, widths, group widths
-        let want: &[(&str, [usize; 4], [usize; 4], [usize; 4])] = &[
+        type Stages = (&'static str, [usize; 4], [usize; 4], [usize; 4]);
+        let want: &[Stages] = &[
             ("y_400mf", [1, 3, 6, 6], [48, 104, 208, 440], [8, 8, 8, 8]),
             ("y_800mf", [1, 3, 8, 2], [64, 144, 320, 784], [16, 16, 16, 16]),
             ("y_1_6gf", [2, 6, 17, 2], [48, 120, 336, 888], [24, 24, 24, 24]),
