@@ -2,7 +2,7 @@
 //! (4×4 conv, stride 4, bias), 1 (LayerNorm2d)}`; stages `features.{1,3,5,7}.B` of CNBlocks
 //! `block.{0 (7×7 depthwise, bias), 1 (Permute to channels-last), 2 (LayerNorm), 3 (Linear C→4C), 4 (GELU),
 //! 5 (Linear 4C→C), 6 (Permute back)}`, then `layer_scale * block(x)` (a C×1×1 parameter, functional:
-//! `features.S.B.mul`), `stochastic_depth` (identity in eval mode: an alias of the product) and
+//! `features.S.B.mul`, a `ChannelScale`: the broadcast `Binary` product's values, faster), `stochastic_depth` (identity in eval mode: an alias of the product) and
 //! `result += input` (in place: `features.S.B.add`); downsampling `features.{2,4,6}.{0 (LayerNorm2d), 1 (2×2
 //! conv, stride 2, bias)}`; `avgpool`, `classifier.{0 (LayerNorm2d), 1 (Flatten), 2 (Linear)}`. Every
 //! LayerNorm has eps 1e-6.
@@ -12,9 +12,8 @@ use crate::error::{Error, Result};
 use crate::graph::nodes::layer_norm::LayerNorm;
 use crate::graph::nodes::linear_nd::LinearNd;
 use crate::graph::nodes::permute::Permute;
-use crate::graph::nodes::{
-    AddAct, Binary, BinaryKind, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, Unary, UnaryKind,
-};
+use crate::graph::nodes::scale::ChannelScale;
+use crate::graph::nodes::{AddAct, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, Unary, UnaryKind};
 use crate::graph::{Builder, NodeId};
 use crate::weights::Weights;
 use candle_nn::VarBuilder;
@@ -46,7 +45,7 @@ fn cn_block(b: &mut Builder, vb: &VarBuilder, name: &str, x: NodeId, c: usize) -
     y = b.add(&q(6), Permute::new(&[0, 3, 1, 2]), &[y]);
     b.alias(&p("block"), y);
     let gamma = vb.pp(name).get((c, 1, 1), "layer_scale")?;
-    let scaled = b.add(&p("mul"), Binary::with_constant(BinaryKind::Mul, gamma), &[y]);
+    let scaled = b.add(&p("mul"), ChannelScale::new(&gamma)?, &[y]);
     b.alias(&p("stochastic_depth"), scaled);
     let out = b.add_inplace(&p("add"), AddAct::add(), &[scaled, x]);
     b.alias(name, out);

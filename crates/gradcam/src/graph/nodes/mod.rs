@@ -12,6 +12,7 @@ pub mod linear_nd;
 pub mod norm;
 pub mod permute;
 pub mod pool;
+pub mod scale;
 pub mod shape;
 pub mod unary;
 
