@@ -732,10 +732,7 @@ fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
     let net = gradcam::load_model_with(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev, fetch)?;
     let shapes = net.layer_shapes()?;
     let default = net.default_layer();
-    println!(
-        "{} (input 3x{}x{}; default target: {default}, marked *)",
-        net.name, net.input_size.0, net.input_size.1,
-    );
+    println!("{} (input 3x{}x{}; default target: {default}, marked *)", net.name, net.input_size.0, net.input_size.1,);
     let layers = net.layers();
     let width = layers.iter().map(|l| l.name.len()).max().unwrap_or(0);
     for l in layers {

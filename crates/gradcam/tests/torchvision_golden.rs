@@ -45,7 +45,8 @@ pub fn check(model: &str) {
         if m["shape"].is_null() || IDENTITIES.contains(&kind) || path.is_empty() {
             continue;
         }
-        let want: Vec<usize> = m["shape"].as_array().unwrap()[1..].iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let want: Vec<usize> =
+            m["shape"].as_array().unwrap()[1..].iter().map(|d| d.as_u64().unwrap() as usize).collect();
         match net.graph.find(path) {
             Some(id) if id == net.graph.output() => {}
             Some(id) => {
@@ -62,7 +63,7 @@ pub fn check(model: &str) {
     let input = golden_dir().join("..").join("..").join(idx["input"].as_str().unwrap());
     let x = Array::read(&input).unwrap().to_tensor(&Device::Cpu).unwrap();
     let logits = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let want = Array::read(&dir.join("logits.npy")).unwrap().data;
+    let want = Array::read(dir.join("logits.npy")).unwrap().data;
     let (d, m) = (max_abs_diff(&logits, &want), max_abs(&want));
     assert!(d <= 1e-4 * m, "{model}: logits differ by {d} (max |logit| {m})");
 
@@ -74,15 +75,22 @@ pub fn check(model: &str) {
         let ex = Explainer::new(&net, &[path.to_string()]).unwrap();
         for &c in &classes {
             let cap = ex.capture(&x, &[c], Score::Logit).unwrap();
-            let raw = cam::raw_maps(&net, &cap, cam::method("gradcam").unwrap().as_ref(), MapOptions::default())
-                .unwrap();
-            let want = Array::read(&dir.join(format!("{path}.{c}.gradcam_raw.npy"))).unwrap().data;
+            let raw =
+                cam::raw_maps(&net, &cap, cam::method("gradcam").unwrap().as_ref(), MapOptions::default()).unwrap();
+            let want = Array::read(dir.join(format!("{path}.{c}.gradcam_raw.npy"))).unwrap().data;
             let d = max_abs_diff(&raw[0][0].data, &want);
-            assert!(d <= 1e-3 * max_abs(&want), "{model} {path} {c}: raw Grad-CAM differs by {d} (max {})", max_abs(&want));
+            assert!(
+                d <= 1e-3 * max_abs(&want),
+                "{model} {path} {c}: raw Grad-CAM differs by {d} (max {})",
+                max_abs(&want)
+            );
             for m in &methods {
                 let method = cam::method(m).unwrap();
-                let got = cam::final_maps(&cam::raw_maps(&net, &cap, method.as_ref(), MapOptions::default()).unwrap(), (h, w));
-                let want = Array::read(&dir.join(format!("{path}.{c}.{m}.sub4.npy"))).unwrap().data;
+                let got = cam::final_maps(
+                    &cam::raw_maps(&net, &cap, method.as_ref(), MapOptions::default()).unwrap(),
+                    (h, w),
+                );
+                let want = Array::read(dir.join(format!("{path}.{c}.{m}.sub4.npy"))).unwrap().data;
                 let d = max_abs_diff(&sub4(&got[0].data, 1, h, w), &want);
                 assert!(d <= 1e-3, "{model} {path} {c} {m}: final map differs by {d}");
                 checked += 1;
@@ -97,7 +105,8 @@ pub fn check(model: &str) {
             continue;
         }
         let want = Array::read(&p).unwrap().data;
-        let gb = guided::guided_backprop(&net, &x, &[c], Score::Logit).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let gb =
+            guided::guided_backprop(&net, &x, &[c], Score::Logit).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let d = max_abs_diff(&sub4(&gb, 3, h, w), &want);
         assert!(d <= 1e-3 * max_abs(&want), "{model} {c}: guided backprop differs by {d} (max {})", max_abs(&want));
     }
@@ -128,4 +137,19 @@ fn mobilenet_v2_matches_the_reference() {
 #[test]
 fn mobilenet_v3_small_matches_the_reference() {
     check("mobilenet_v3_small");
+}
+
+#[test]
+fn convnext_tiny_matches_the_reference() {
+    check("convnext_tiny");
+}
+
+#[test]
+fn regnet_y_400mf_matches_the_reference() {
+    check("regnet_y_400mf");
+}
+
+#[test]
+fn regnet_x_400mf_matches_the_reference() {
+    check("regnet_x_400mf");
 }

@@ -29,7 +29,8 @@ pub fn input_gradient(net: &Network, x: &Tensor, classes: &[usize], score: Score
         .map(|i| {
             let xi = x.narrow(0, i, 1)?;
             let p = Prefix { values: vec![(g.input(), xi.clone())] };
-            let (_, got, _) = g.finish_with_gradients(&split, &p, |l| dscore_dlogits(l, &classes[i..i + 1], score), bp)?;
+            let (_, got, _) =
+                g.finish_with_gradients(&split, &p, |l| dscore_dlogits(l, &classes[i..i + 1], score), bp)?;
             match got.into_iter().next() {
                 Some((_, d)) => Ok(d.into_tensor(x.device())?),
                 None => Err(Error::invalid("no gradient reached the input")),

@@ -142,10 +142,13 @@ impl Graph {
         n: usize,
     ) -> Result<usize> {
         let image = |vals: &Values, i: usize| -> Result<Values> {
-            vals.iter().map(|v| v.as_ref().map(|t| t.narrow(0, i, 1)).transpose()).collect::<Result<_, _>>()
+            vals.iter()
+                .map(|v| v.as_ref().map(|t| t.narrow(0, i, 1)).transpose())
+                .collect::<Result<_, _>>()
                 .map_err(Error::from)
         };
-        let live_small = vals.iter().zip(uses.iter()).all(|(v, u)| v.as_ref().is_none_or(|t| *u == 0 || spatial(t) <= BATCH_FROM));
+        let live_small =
+            vals.iter().zip(uses.iter()).all(|(v, u)| v.as_ref().is_none_or(|t| *u == 0 || spatial(t) <= BATCH_FROM));
         if live_small {
             return Ok(0);
         }
@@ -180,7 +183,9 @@ impl Graph {
         }
         for (id, slot) in vals.iter_mut().enumerate() {
             *slot = if per[0][id].is_some() {
-                let parts = per.iter().map(|v| v[id].as_ref().ok_or_else(|| missing(self, NodeId(id))))
+                let parts = per
+                    .iter()
+                    .map(|v| v[id].as_ref().ok_or_else(|| missing(self, NodeId(id))))
                     .collect::<Result<Vec<_>>>()?;
                 Some(Tensor::cat(&parts, 0)?)
             } else {
@@ -235,6 +240,7 @@ impl Graph {
     /// Back through `steps` (taped by [`Graph::run_taped`]) from d/d(output): the gradient at each node of
     /// `want`, in that order. Steps are walked in reverse; where a value fans out its gradients are summed in
     /// that order.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
         &self,
         plan: &Plan,
@@ -290,9 +296,7 @@ impl Graph {
         }
         got.into_iter()
             .zip(want)
-            .map(|(g, w)| {
-                g.ok_or_else(|| Error::invalid(format!("no gradient reached `{}`", self.node(*w).name)))
-            })
+            .map(|(g, w)| g.ok_or_else(|| Error::invalid(format!("no gradient reached `{}`", self.node(*w).name))))
             .collect()
     }
 }
@@ -386,11 +390,8 @@ impl Graph {
         let mut vals: Values = vec![None; self.nodes().len()];
         vals[0] = Some(x.clone());
         crate::ops::in_pool(|| self.run_untracked(&split.plan, &mut vals, &split.before, &split.boundary))?;
-        let values = split
-            .boundary
-            .iter()
-            .map(|id| Ok((*id, get(self, &vals, *id)?.clone())))
-            .collect::<Result<_>>()?;
+        let values =
+            split.boundary.iter().map(|id| Ok((*id, get(self, &vals, *id)?.clone()))).collect::<Result<_>>()?;
         Ok(Prefix { values })
     }
 

@@ -45,7 +45,9 @@ impl Ctx<'_> {
     }
     pub fn output(&self, op: &str) -> Result<&Tensor> {
         self.output.ok_or_else(|| {
-            candle_core::Error::Msg(format!("{op} backward: the output was not kept (the op's `saves` must say output)"))
+            candle_core::Error::Msg(format!(
+                "{op} backward: the output was not kept (the op's `saves` must say output)"
+            ))
         })
     }
     pub fn dims4(&self, i: usize) -> Result<(usize, usize, usize, usize)> {

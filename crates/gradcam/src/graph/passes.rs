@@ -76,9 +76,8 @@ impl Graph {
         }
         let scale = BatchNorm::scale_of(&bn.gamma, &bn.var, bn.eps);
         let b0 = conv.bias.to_vec1::<f32>()?;
-        let bias: Vec<f32> = (0..cout)
-            .map(|o| ((b0[o] as f64 - bn.mean[o] as f64) * scale[o] + bn.beta[o] as f64) as f32)
-            .collect();
+        let bias: Vec<f32> =
+            (0..cout).map(|o| ((b0[o] as f64 - bn.mean[o] as f64) * scale[o] + bn.beta[o] as f64) as f32).collect();
         let w = conv.weight.flatten_all()?.to_vec1::<f32>()?;
         let per = w.len() / cout.max(1);
         let wf: Vec<f32> = w.iter().enumerate().map(|(i, v)| (*v as f64 * scale[i / per]) as f32).collect();

@@ -2,11 +2,13 @@
 //! the default target). One file per architecture, each a forward-only builder; [`zoo`] lists the models by
 //! name.
 
+pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod efficientnet_lite;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
+pub mod regnet;
 pub mod resnet;
 pub mod vgg;
 pub mod zoo;
@@ -45,8 +47,8 @@ pub struct Network {
     pub num_classes: usize,
     pub device: Device,
     pub graph: Graph,
-    /// The node a map is made at when no layer is given.
-    default_layer: NodeId,
+    /// The layer a map is made at when none is given, by the name the builder gave (`layer4`, `features.28`).
+    default_layer: String,
     /// Bytes of the forward pass's values for one image of the input size (found once, by a pass of zeros).
     value_bytes: std::sync::OnceLock<u64>,
     /// Every node's output shape for one image of the input size.
@@ -73,9 +75,10 @@ impl Network {
         graph: Graph,
         default_layer: &str,
     ) -> Result<Self> {
-        let default_layer = graph
-            .find(default_layer)
-            .ok_or_else(|| Error::invalid(format!("{name}: no node `{default_layer}` for the default layer")))?;
+        if graph.find(default_layer).is_none() {
+            return Err(Error::invalid(format!("{name}: no node `{default_layer}` for the default layer")));
+        }
+        let default_layer = default_layer.to_string();
         Ok(Network {
             name: name.into(),
             input_size,
@@ -152,7 +155,7 @@ impl Network {
 
     /// The default target layer's name (as pytorch-grad-cam's README suggests: `layer4`, `features[-1]`, …).
     pub fn default_layer(&self) -> String {
-        self.graph.display_name(self.default_layer).to_string()
+        self.default_layer.clone()
     }
 
     /// The name of the first node whose output on `x` holds a value that is not finite (NaN or infinite),

@@ -532,6 +532,14 @@ fn builder(name: &str) -> Option<Build> {
         let d = d.parse::<usize>().ok()?;
         return Some(Box::new(move |w| super::vgg::build(d, bn, w)));
     }
+    if let Some(v) = name.strip_prefix("convnext_") {
+        let v = v.to_string();
+        return Some(Box::new(move |w| super::convnext::build(&v, w)));
+    }
+    if let Some(v) = name.strip_prefix("regnet_") {
+        let v = v.to_string();
+        return Some(Box::new(move |w| super::regnet::build(&v, w)));
+    }
     if name == "mobilenet_v2" {
         return Some(Box::new(super::mobilenet_v2::build));
     }

@@ -62,7 +62,11 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    pub(super) fn new(x: (usize, usize, usize, usize), wt: (usize, usize, usize, usize), cfg: ConvConfig) -> Result<Self> {
+    pub(super) fn new(
+        x: (usize, usize, usize, usize),
+        wt: (usize, usize, usize, usize),
+        cfg: ConvConfig,
+    ) -> Result<Self> {
         let (n, c, h, w) = x;
         let (o, cg, kh, kw) = wt;
         let g = cfg.groups;
@@ -129,4 +133,3 @@ impl Geom {
         }
     }
 }
-

@@ -1,8 +1,8 @@
 //! 2-D convolution, with its batch-norm folded in and an activation fused into the kernel once
 //! [`crate::graph::passes`] have run.
 
-use crate::graph::{Ctx, Op, Saves};
 use super::Act;
+use crate::graph::{Ctx, Op, Saves};
 use crate::ops::act::{mask_from_output, Backprop};
 use crate::ops::conv::{conv2d_act, conv2d_input_grad, ConvConfig, Pad};
 use crate::ops::Grad;
@@ -71,7 +71,8 @@ impl Conv {
     /// From `vb` holding `weight` (and `bias` if the spec says so).
     pub fn new(vb: VarBuilder, s: ConvSpec) -> Result<Self> {
         let weight = vb.get((s.cout, s.cin / s.groups, s.kernel, s.kernel), "weight")?;
-        let bias = if s.bias { vb.get(s.cout, "bias")? } else { Tensor::zeros(s.cout, weight.dtype(), weight.device())? };
+        let bias =
+            if s.bias { vb.get(s.cout, "bias")? } else { Tensor::zeros(s.cout, weight.dtype(), weight.device())? };
         Ok(Conv { weight, bias, stride: s.stride, groups: s.groups, padding: s.padding, act: None, folded: false })
     }
 

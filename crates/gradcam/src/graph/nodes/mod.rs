@@ -6,31 +6,30 @@ pub mod act;
 pub mod binary;
 pub mod concat;
 pub mod conv;
+pub mod layer_norm;
 pub mod linear;
+pub mod linear_nd;
 pub mod norm;
+pub mod permute;
 pub mod pool;
+pub mod scale;
 pub mod shape;
 pub mod unary;
 
 pub use act::{Act, AddAct};
+pub use binary::{Binary, BinaryKind};
+pub use concat::Concat;
 pub use conv::{Conv, ConvSpec, Padding};
 pub use linear::Linear;
 pub use norm::BatchNorm;
-pub use binary::{Binary, BinaryKind};
-pub use concat::Concat;
 pub use pool::{AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool};
-pub use unary::{Unary, UnaryKind};
 pub use shape::Flatten;
+pub use unary::{Unary, UnaryKind};
 
 use candle_core::{Result, Tensor};
 
 /// Parallel map over the (N·C) planes of a 4-D tensor's values: `f(channel, input plane, output plane)`.
-pub(crate) fn per_channel(
-    x: &[f32],
-    c: usize,
-    hw: usize,
-    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
-) -> Vec<f32> {
+pub(crate) fn per_channel(x: &[f32], c: usize, hw: usize, f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
     use rayon::prelude::*;
     let mut out = vec![0f32; x.len()];
     if hw == 0 {
@@ -41,7 +40,13 @@ pub(crate) fn per_channel(
 }
 
 /// Parallel map from planes of `inp` values to planes of `out` values (pooling): `f(input plane, output plane)`.
-pub(crate) fn per_plane(x: &[f32], planes: usize, inp: usize, out: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+pub(crate) fn per_plane(
+    x: &[f32],
+    planes: usize,
+    inp: usize,
+    out: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     use rayon::prelude::*;
     let mut y = vec![0f32; planes * out];
     if inp == 0 || out == 0 {

@@ -67,7 +67,13 @@ pub struct AvgPool {
 
 impl AvgPool {
     pub fn new(kernel: usize, stride: usize) -> Self {
-        AvgPool { kernel: (kernel, kernel), stride: (stride, stride), pad: (0, 0), ceil_mode: false, count_include_pad: true }
+        AvgPool {
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            pad: (0, 0),
+            ceil_mode: false,
+            count_include_pad: true,
+        }
     }
     fn out(&self, i: usize, d: usize) -> usize {
         let (k, s, p) = [(self.kernel.0, self.stride.0, self.pad.0), (self.kernel.1, self.stride.1, self.pad.1)][d];
