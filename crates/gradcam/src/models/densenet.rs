@@ -84,6 +84,10 @@ fn dense_block(
 pub fn build(depth: usize, weights: &Weights) -> Result<Network> {
     let cfg = config(depth).ok_or_else(|| Error::invalid(format!("no DenseNet-{depth}")))?;
     let vb = weights.var_builder(&candle_core::Device::Cpu);
+    // torchvision's published DenseNet checkpoints predate its current module names: `denselayer1.norm.1.weight`
+    // for `denselayer1.norm1.weight` (torchvision renames them in `_load_state_dict`; so does gradcam)
+    let legacy = weights.shape_of("features.denseblock1.denselayer1.norm.1.weight").is_some();
+    let vb = if legacy { vb.rename_f(legacy_name) } else { vb };
     let num_classes = weights.shape_of("classifier.weight").map_or(1000, |s| s[0]);
     let mut b = Builder::new();
     let x = b.input();
@@ -113,4 +117,37 @@ pub fn build(depth: usize, weights: &Weights) -> Result<Network> {
     let fc = b.add("classifier", Linear::new(vb.pp("classifier"), c, num_classes)?, &[f]);
     let graph = b.finish(fc)?;
     Network::new(&format!("densenet{depth}"), (224, 224), Normalization::IMAGENET, num_classes, graph, "features.norm5")
+}
+
+/// The name a current DenseNet tensor has in torchvision's published checkpoints: `….denselayerN.norm1.weight` →
+/// `….denselayerN.norm.1.weight` (likewise `relu`, `conv` and `2`).
+fn legacy_name(name: &str) -> String {
+    if let Some(i) = name.find(".denselayer") {
+        let rest = &name[i + 1..];
+        if let Some(dot) = rest.find('.') {
+            let (layer, tail) = rest.split_at(dot);
+            for m in ["norm", "relu", "conv"] {
+                for k in ["1", "2"] {
+                    if let Some(leaf) = tail.strip_prefix(&format!(".{m}{k}.")) {
+                        return format!("{}{layer}.{m}.{k}.{leaf}", &name[..i + 1]);
+                    }
+                }
+            }
+        }
+    }
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn legacy_checkpoint_names_are_torchvisions() {
+        assert_eq!(
+            super::legacy_name("features.denseblock2.denselayer11.norm1.running_var"),
+            "features.denseblock2.denselayer11.norm.1.running_var"
+        );
+        assert_eq!(super::legacy_name("features.denseblock1.denselayer1.conv2.weight"), "features.denseblock1.denselayer1.conv.2.weight");
+        assert_eq!(super::legacy_name("features.norm5.weight"), "features.norm5.weight");
+        assert_eq!(super::legacy_name("features.transition1.conv.weight"), "features.transition1.conv.weight");
+    }
 }
