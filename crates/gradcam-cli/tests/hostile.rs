@@ -301,10 +301,10 @@ fn logits_that_overflow_are_refused_naming_the_first_layer() {
         );
         no_crash(code, &err);
         assert_eq!(code, 1, "{cmd}: {err}");
-        assert!(err.contains("not finite") && err.contains("first layer whose output is not finite is `fc`"), "{err}");
+        assert!(err.contains("not finite") && err.contains("first layer whose output is not finite is `_fc`"), "{err}");
         let v = json(&stdout, &err);
         assert_eq!(v["results"].as_array().unwrap().len(), 0);
-        assert!(v["errors"][0]["error"].as_str().unwrap().contains("`fc`"));
+        assert!(v["errors"][0]["error"].as_str().unwrap().contains("`_fc`"));
     }
 }
 

@@ -92,6 +92,18 @@ impl Network {
         })
     }
 
+    /// The same network fed `(h, w)` inputs instead of its weights' size (`--input-size`); every architecture here
+    /// ends in global pooling, so any size from 32×32 up works.
+    pub fn with_input_size(mut self, h: usize, w: usize) -> Result<Self> {
+        if !(32..=4096).contains(&h) || !(32..=4096).contains(&w) {
+            return Err(Error::invalid(format!("input size {h}x{w}: expected 32 to 4096 pixels a side")));
+        }
+        self.input_size = (h, w);
+        self.value_bytes = Default::default();
+        self.shapes = Default::default();
+        Ok(self)
+    }
+
     /// The logits of a (N, 3, H, W) batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.graph.forward(x)
@@ -137,16 +149,20 @@ impl Network {
                 if self.graph.find(name) == Some(self.graph.input()) { "input" } else { "output (the logits)" }
             ))),
             None => {
-                let near: Vec<String> = self
-                    .layers()
-                    .into_iter()
-                    .map(|l| l.name)
-                    .filter(|l| l.starts_with(name.split('.').next().unwrap_or(name)))
-                    .take(12)
-                    .collect();
-                let hint = if near.is_empty() { String::new() } else { format!(" (similar: {})", near.join(", ")) };
+                let first = name.split('.').next().unwrap_or(name);
+                let mut near: Vec<String> =
+                    self.layers().into_iter().map(|l| l.name).filter(|l| l.starts_with(first)).take(12).collect();
+                let what = if near.is_empty() {
+                    // the containers (blocks, stages) are what users usually mean
+                    near = self.graph.aliases().iter().map(|(a, _)| a.clone()).collect();
+                    near.dedup();
+                    "its blocks and stages"
+                } else {
+                    "similar names"
+                };
+                let hint = if near.is_empty() { String::new() } else { format!(" ({what}: {})", near.join(", ")) };
                 Err(Error::invalid(format!(
-                    "model {} has no layer `{name}`{hint}; `gradcam layers --model {}` lists them all",
+                    "model {} has no layer `{name}`{hint}; `gradcam layers --model {}` lists every node",
                     self.name, self.name
                 )))
             }
