@@ -55,7 +55,7 @@ pub fn value_name(v: impl ValueEnum) -> String {
 
 /// `--method`'s help: the registry's names.
 pub fn method_help() -> String {
-    format!("Method(s): {}, or {}.", registry::names().join(", "), registry::EVERY)
+    format!("Method(s): {}, or {}", registry::names().join(", "), registry::EVERY)
 }
 
 /// `--method`'s long help (`--help`): a line per method of the registry.
