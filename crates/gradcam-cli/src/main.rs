@@ -1,16 +1,16 @@
 //! `gradcam`: the command line over the gradcam library.
 
+mod config;
 mod manifest;
 mod pipeline;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gradcam::cam::Score;
-use gradcam::explain::{self, ClassSpec, Input, Namer, Options, Pictures, Report};
+use config::{ColormapArg, ExplainConfig, ScoreArg};
+use gradcam::explain::{self, ClassSpec, Input, Namer, Options, Report};
 use gradcam::image::ImageLimits;
 use gradcam::labels::Labels;
 use gradcam::models::zoo;
-use gradcam::render::Colormap;
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
@@ -108,7 +108,7 @@ enum Cmd {
 }
 
 #[derive(Args)]
-struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// Images or folders.
     paths: Vec<PathBuf>,
     #[command(flatten)]
@@ -119,16 +119,20 @@ struct ExplainArgs {
     /// Class(es): an index (285), a label or an unambiguous part of one ("tabby"), or topN. Default: top1.
     #[arg(long, short, value_delimiter = ',')]
     class: Vec<String>,
-    /// Method(s): gradcam, hirescam, gradcam-elementwise, gradcam++, xgradcam, layercam, eigencam,
-    /// eigengradcam, scorecam, ablationcam, guided-backprop, guided-gradcam, or all.
-    #[arg(long = "method", value_delimiter = ',', default_value = "gradcam")]
+    #[arg(
+        long = "method",
+        value_delimiter = ',',
+        default_value = "gradcam",
+        help = config::method_help(),
+        long_help = config::method_long_help()
+    )]
     method: Vec<String>,
     /// The paper's counterfactual map: regions that argue against the class (negated gradients).
     #[arg(long)]
     counterfactual: bool,
-    /// Score backpropagated: logit (default) or softmax.
-    #[arg(long, default_value = "logit")]
-    score: String,
+    /// Score backpropagated.
+    #[arg(long, value_enum, default_value_t = ScoreArg::Logit)]
+    score: ScoreArg,
     /// Output folder.
     #[arg(long, short, default_value = "gradcam-out")]
     out: PathBuf,
@@ -144,9 +148,9 @@ struct ExplainArgs {
     /// The threshold view keeps the pixels whose map value (in [0, 1]) exceeds this.
     #[arg(long, default_value_t = 0.75)]
     threshold: f32,
-    /// Colour map: jet, turbo, viridis, inferno.
-    #[arg(long, default_value = "jet")]
-    colormap: String,
+    /// Colour map.
+    #[arg(long, value_enum, default_value_t = ColormapArg::Jet)]
+    colormap: ColormapArg,
     /// Also write each map as float32 .npy at the model input's resolution.
     #[arg(long)]
     save_npy: bool,
@@ -404,159 +408,205 @@ impl Progress {
     }
 }
 
-fn explain_cmd(a: &ExplainArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
-    let (net, labels) = load(&a.model, fetch)?;
-    let mut methods: Vec<String> = vec![];
-    for m in &a.method {
-        let m = m.trim();
-        if m == "all" {
-            for n in gradcam::cam::METHODS
-                .iter()
-                .map(|s| s.to_string())
-                .chain([explain::GUIDED_BACKPROP.to_string(), explain::GUIDED_GRADCAM.to_string()])
-            {
-                if !methods.contains(&n) {
-                    methods.push(n);
-                }
+/// The inputs of a run: the files (folders walked), the `--input-tensor` arrays (each once, none that is also
+/// an image), and what the walk could not read.
+struct Inputs {
+    files: Vec<PathBuf>,
+    tensors: Vec<PathBuf>,
+    walk_problems: Vec<(PathBuf, String)>,
+}
+
+impl Inputs {
+    fn collect(a: &ExplainArgs) -> Result<Inputs> {
+        let (files, walk_problems) = collect(&a.paths, a.recursive, &[a.out.as_path()]);
+        let mut tensors: Vec<PathBuf> = vec![];
+        for t in &a.input_tensor {
+            if !tensors.contains(t) && !files.contains(t) {
+                tensors.push(t.clone());
             }
-        } else if !methods.iter().any(|x| x == m) {
-            methods.push(m.to_string());
         }
+        if files.is_empty() && tensors.is_empty() && walk_problems.is_empty() {
+            bail!("nothing to explain: give images, folders or --input-tensor");
+        }
+        Ok(Inputs { files, tensors, walk_problems })
     }
-    if a.batch_size == 0 {
-        bail!("--batch-size 0: expected at least 1");
+
+    /// One job per input, images first, none resumed yet.
+    fn jobs(&self) -> Vec<pipeline::Job> {
+        self.files
+            .iter()
+            .map(|f| (f, false))
+            .chain(self.tensors.iter().map(|f| (f, true)))
+            .map(|(f, tensor)| pipeline::Job { path: f.clone(), tensor, resumed: false })
+            .collect()
     }
-    if a.method_batch == 0 {
-        bail!("--method-batch 0: expected at least 1");
-    }
+}
+
+/// The run's library options, from the checked configuration and the model (its default layer, its labels).
+fn explain_options(a: &ExplainArgs, cfg: &ExplainConfig, net: &gradcam::Network, labels: &Labels) -> Result<Options> {
     let opts = Options {
         layers: if a.layer.is_empty() { vec![net.default_layer()] } else { a.layer.clone() },
-        methods,
-        classes: parse_classes(&a.class, &labels)?,
+        methods: cfg.methods.clone(),
+        classes: parse_classes(&a.class, labels)?,
         counterfactual: a.counterfactual,
-        score: match a.score.as_str() {
-            "logit" => Score::Logit,
-            "softmax" => Score::Softmax,
-            s => bail!("--score {s}: expected logit or softmax"),
-        },
+        score: cfg.score,
         alpha: a.alpha,
         threshold: a.threshold,
-        colormap: Colormap::parse(&a.colormap)?,
+        colormap: cfg.colormap,
         save_npy: a.save_npy,
         out_dir: a.out.clone(),
         top: 5,
         eigen_smooth: a.eigen_smooth,
         aug_smooth: a.aug_smooth,
-        method_batch: a.method_batch,
+        method_batch: cfg.method_batch,
         grid: !a.no_grid,
-        pictures: Pictures::parse(&a.pictures)?,
-        png: gradcam::output::PngCompression::parse(&a.png_compression)?,
+        pictures: cfg.pictures,
+        png: cfg.png,
     };
-    if a.writers == 0 {
-        bail!("--writers 0: expected at least 1");
-    }
-    opts.validate(&net)?;
-    let (files, walk_problems) = collect(&a.paths, a.recursive, &[a.out.as_path()]);
-    let mut tensors: Vec<PathBuf> = vec![];
-    for t in &a.input_tensor {
-        if !tensors.contains(t) && !files.contains(t) {
-            tensors.push(t.clone());
-        }
-    }
-    if files.is_empty() && tensors.is_empty() && walk_problems.is_empty() {
-        bail!("nothing to explain: give images, folders or --input-tensor");
-    }
+    opts.validate(net)?;
+    Ok(opts)
+}
+
+/// Refuse a batch (or a method batch) that would not fit in memory, before anything runs.
+fn check_memory(cfg: &ExplainConfig, net: &gradcam::Network, inputs: usize) -> Result<()> {
     let (ih, iw) = net.input_size;
-    let n = a.batch_size.min(files.len() + tensors.len()).max(1);
+    let n = cfg.batch_size.min(inputs).max(1);
     gradcam::resources::check_memory(
-        &format!("--batch-size {}", a.batch_size),
+        &format!("--batch-size {}", cfg.batch_size),
         net.pass_bytes_estimate(n, ih, iw)?,
         "use a smaller --batch-size",
     )?;
-    if opts.methods.iter().any(|m| m == "scorecam" || m == "ablationcam") {
+    if cfg.runs_method_batches() {
         gradcam::resources::check_memory(
-            &format!("--method-batch {}", a.method_batch),
-            net.pass_bytes_estimate(a.method_batch, ih, iw)?,
+            &format!("--method-batch {}", cfg.method_batch),
+            net.pass_bytes_estimate(cfg.method_batch, ih, iw)?,
             "use a smaller --method-batch",
         )?;
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
-    let mut jobs: Vec<pipeline::Job> = files
-        .iter()
-        .map(|f| (f, false))
-        .chain(tensors.iter().map(|f| (f, true)))
-        .map(|(f, tensor)| pipeline::Job { path: f.clone(), tensor, resumed: false })
-        .collect();
-    let all_inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
-    // each input as it is before it is read: a --resume redoes an input changed since its line was written
-    let stamps: Vec<Option<manifest::Stamp>> = all_inputs.iter().map(|p| manifest::stamp(p)).collect();
-    let namer = Namer::new(&all_inputs);
-    // the run's record: what an interrupted run finished, for --resume
-    let recorded = run_options(a, &net, &opts);
-    let earlier_run = if a.resume { manifest::Manifest::resume(&a.out, &recorded)? } else { None };
-    if a.resume && earlier_run.is_none() {
-        eprintln!("--resume: no earlier run recorded in {}: starting from the first input", a.out.display());
-    }
-    // a record that cannot be written (a full disk) costs the next --resume its skips, not this run its work
-    let (mut manifest, earlier) = match earlier_run {
-        Some((m, e)) => (Some(m), e),
-        None => match manifest::Manifest::fresh(&a.out, &recorded) {
-            Ok(m) => (Some(m), Default::default()),
-            Err(e) => {
-                eprintln!("warning: {e:#}; a later --resume will start from the first input");
-                (None, Default::default())
+    Ok(())
+}
+
+/// The run's record in the output folder, and with --resume what an earlier run finished: the jobs it did are
+/// marked resumed, their entries kept (by job) for the report.
+struct Record {
+    manifest: Option<manifest::Manifest>,
+    resumed: Vec<Option<manifest::Entry>>,
+    /// Each input as it was before it was read: a --resume redoes an input changed since its line was written.
+    stamps: Vec<Option<manifest::Stamp>>,
+}
+
+impl Record {
+    fn open(a: &ExplainArgs, recorded: &serde_json::Value, jobs: &mut [pipeline::Job], namer: &Namer) -> Result<Self> {
+        let stamps: Vec<Option<manifest::Stamp>> = jobs.iter().map(|j| manifest::stamp(&j.path)).collect();
+        let earlier_run = if a.resume { manifest::Manifest::resume(&a.out, recorded)? } else { None };
+        if a.resume && earlier_run.is_none() {
+            eprintln!("--resume: no earlier run recorded in {}: starting from the first input", a.out.display());
+        }
+        // a record that cannot be written (a full disk) costs the next --resume its skips, not this run its work
+        let (manifest, earlier) = match earlier_run {
+            Some((m, e)) => (Some(m), e),
+            None => match manifest::Manifest::fresh(&a.out, recorded) {
+                Ok(m) => (Some(m), Default::default()),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; a later --resume will start from the first input");
+                    (None, Default::default())
+                }
+            },
+        };
+        let mut resumed: Vec<Option<manifest::Entry>> = (0..jobs.len()).map(|_| None).collect();
+        if a.resume {
+            manifest::remove_stale_temporaries(&a.out);
+            let mut earlier = earlier;
+            for (k, j) in jobs.iter_mut().enumerate() {
+                // an input is skipped only under the names this run gives it (a new input can change them)
+                // and only while the input is the file it was then (its size and modification time)
+                if let Some(e) = earlier
+                    .remove(&manifest::key(&j.path))
+                    .filter(|e| e.prefix == namer.prefix(k) && e.input.is_some() && e.input == stamps[k])
+                {
+                    j.resumed = true;
+                    resumed[k] = Some(e);
+                }
             }
-        },
-    };
-    let mut resumed: Vec<Option<manifest::Entry>> = (0..jobs.len()).map(|_| None).collect();
-    if a.resume {
-        manifest::remove_stale_temporaries(&a.out);
-        let mut earlier = earlier;
-        for (k, j) in jobs.iter_mut().enumerate() {
-            // an input is skipped only under the names this run gives it (a new input can change them)
-            // and only while the input is the file it was then (its size and modification time)
-            if let Some(e) = earlier
-                .remove(&manifest::key(&j.path))
-                .filter(|e| e.prefix == namer.prefix(k) && e.input.is_some() && e.input == stamps[k])
-            {
-                j.resumed = true;
-                resumed[k] = Some(e);
+            let n = resumed.iter().filter(|e| e.is_some()).count();
+            if n > 0 && !a.json && !a.jsonl {
+                eprintln!("--resume: {n} of {} inputs done by an earlier run", jobs.len());
             }
         }
-        let n = resumed.iter().filter(|e| e.is_some()).count();
-        if n > 0 && !a.json && !a.jsonl {
-            eprintln!("--resume: {n} of {} inputs done by an earlier run", jobs.len());
-        }
+        Ok(Record { manifest, resumed, stamps })
     }
-    let bar = if jobs.len() > 1 && std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(jobs.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
-        None
-    };
-    let pr = Progress { bar, json: a.json || a.jsonl };
-    // --json keeps the results for its one document; --jsonl and the text print each as it comes
-    let mut results: Vec<serde_json::Value> = vec![];
-    let mut errors: Vec<serde_json::Value> = vec![];
-    let mut failed = 0usize;
-    let line = |v: &serde_json::Value| {
+}
+
+/// Where the results go: the progress lines, one JSON line per input (--jsonl), or one document at the end
+/// (--json, which keeps them until then).
+struct Sink {
+    pr: Progress,
+    jsonl: bool,
+    json: bool,
+    results: Vec<serde_json::Value>,
+    errors: Vec<serde_json::Value>,
+    failed: usize,
+}
+
+impl Sink {
+    fn new(a: &ExplainArgs, jobs: usize) -> Sink {
+        let bar = if jobs > 1 && std::io::stderr().is_terminal() {
+            let b = indicatif::ProgressBar::new(jobs as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        let pr = Progress { bar, json: a.json || a.jsonl };
+        Sink { pr, jsonl: a.jsonl, json: a.json, results: vec![], errors: vec![], failed: 0 }
+    }
+
+    fn line(v: &serde_json::Value) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{v}").and_then(|_| out.flush());
-    };
-    for (p, msg) in &walk_problems {
-        let e = pr.fail(p, msg);
-        failed += 1;
-        if a.jsonl {
-            line(&e);
+    }
+
+    fn result(&mut self, v: serde_json::Value) {
+        if self.jsonl {
+            Self::line(&v);
         }
-        if a.json {
-            errors.push(e);
+        if self.json {
+            self.results.push(v);
         }
+    }
+
+    fn fail(&mut self, path: &Path, msg: &str) {
+        let e = self.pr.fail(path, msg);
+        self.failed += 1;
+        if self.jsonl {
+            Self::line(&e);
+        }
+        if self.json {
+            self.errors.push(e);
+        }
+    }
+}
+
+fn explain_cmd(a: &ExplainArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
+    let cfg = ExplainConfig::new(a)?;
+    let (net, labels) = load(&a.model, fetch)?;
+    let opts = explain_options(a, &cfg, &net, &labels)?;
+    let inputs = Inputs::collect(a)?;
+    check_memory(&cfg, &net, inputs.files.len() + inputs.tensors.len())?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
+    let mut jobs = inputs.jobs();
+    let all_inputs: Vec<PathBuf> = jobs.iter().map(|j| j.path.clone()).collect();
+    let namer = Namer::new(&all_inputs);
+    // the run's record: what an interrupted run finished, for --resume
+    let recorded = run_options(a, &cfg, &net, &opts);
+    let Record { mut manifest, resumed, stamps } = Record::open(a, &recorded, &mut jobs, &namer)?;
+    let mut sink = Sink::new(a, jobs.len());
+    for (p, msg) in &inputs.walk_problems {
+        sink.fail(p, msg);
     }
     let setup = pipeline::Setup {
         net: &net,
@@ -564,15 +614,15 @@ fn explain_cmd(a: &ExplainArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
         opts: &opts,
         namer: &namer,
         limits: a.model.limits(),
-        batch_size: a.batch_size,
-        writers: a.writers,
+        batch_size: cfg.batch_size,
+        writers: cfg.writers,
     };
     let mut recording = true;
     let stats = pipeline::run(&setup, &jobs, |k, outcome| {
         let path = &jobs[k].path;
         let result = match outcome {
             pipeline::Outcome::Done(rep) => {
-                pr.report(&rep);
+                sink.pr.report(&rep);
                 serde_json::to_value(&*rep).map_err(|e| format!("internal error: the report: {e}")).map(|v| (v, true))
             }
             pipeline::Outcome::Resumed => match (resumed[k].as_ref(), manifest.as_mut()) {
@@ -588,70 +638,62 @@ fn explain_cmd(a: &ExplainArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
             Ok((v, new)) => {
                 if let (true, true, Some(m)) = (new, recording, manifest.as_mut()) {
                     if let Err(e) = m.append(&manifest::key(path), namer.prefix(k), stamps[k], &v) {
-                        pr.say(format!("warning: {e:#}; a later --resume will redo the inputs from here on"), true);
+                        sink.pr
+                            .say(format!("warning: {e:#}; a later --resume will redo the inputs from here on"), true);
                         recording = false;
                     }
                 }
-                if a.jsonl {
-                    line(&v);
-                }
-                if a.json {
-                    results.push(v);
-                }
+                sink.result(v);
             }
-            Err(msg) => {
-                let e = pr.fail(path, &msg);
-                failed += 1;
-                if a.jsonl {
-                    line(&e);
-                }
-                if a.json {
-                    errors.push(e);
-                }
-            }
+            Err(msg) => sink.fail(path, &msg),
         }
-        pr.inc(1);
+        sink.pr.inc(1);
     });
     if let (true, Some(m)) = (recording, manifest.as_mut()) {
         if let Err(e) = m.sync() {
-            pr.say(format!("warning: {e:#}; a later --resume may redo the last inputs"), true);
+            sink.pr.say(format!("warning: {e:#}; a later --resume may redo the last inputs"), true);
         }
     }
-    if let Some(b) = &pr.bar {
+    if let Some(b) = &sink.pr.bar {
         b.finish_and_clear();
     }
     if a.stats {
-        let n = stats.computed.max(1) as f64;
-        let wall = stats.wall.as_secs_f64();
-        eprintln!(
-            "stats: inputs={} computed={} wall_s={wall:.3} per_s={:.3} ms_per_input={:.1} network_s={:.3} \
-             network_share={:.3} network_ms_per_input={:.1} starved_s={:.3} blocked_s={:.3} threads={}",
-            jobs.len(),
-            stats.computed,
-            stats.computed as f64 / wall,
-            1e3 * wall / n,
-            stats.network.as_secs_f64(),
-            stats.network.as_secs_f64() / wall,
-            1e3 * stats.network.as_secs_f64() / n,
-            stats.starved.as_secs_f64(),
-            stats.blocked.as_secs_f64(),
-            gradcam::bench_threads()
-        );
+        print_stats(&stats, jobs.len());
     }
     if a.json {
-        let doc = serde_json::json!({"model": net.name, "results": results, "errors": errors});
+        let doc = serde_json::json!({"model": net.name, "results": sink.results, "errors": sink.errors});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    if failed == 0 {
+    if sink.failed == 0 {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{failed} of {} inputs failed", jobs.len() + walk_problems.len());
+        eprintln!("{} of {} inputs failed", sink.failed, jobs.len() + inputs.walk_problems.len());
         Ok(ExitCode::FAILURE)
     }
 }
 
+/// `--stats`: the run's figures on stderr.
+fn print_stats(stats: &pipeline::Stats, inputs: usize) {
+    let n = stats.computed.max(1) as f64;
+    let wall = stats.wall.as_secs_f64();
+    eprintln!(
+        "stats: inputs={} computed={} wall_s={wall:.3} per_s={:.3} ms_per_input={:.1} network_s={:.3} \
+         network_share={:.3} network_ms_per_input={:.1} starved_s={:.3} blocked_s={:.3} threads={}",
+        inputs,
+        stats.computed,
+        stats.computed as f64 / wall,
+        1e3 * wall / n,
+        stats.network.as_secs_f64(),
+        stats.network.as_secs_f64() / wall,
+        1e3 * stats.network.as_secs_f64() / n,
+        stats.starved.as_secs_f64(),
+        stats.blocked.as_secs_f64(),
+        gradcam::bench_threads()
+    );
+}
+
 /// What the manifest records of a run's options: everything that shapes its outputs' names and bytes.
-fn run_options(a: &ExplainArgs, net: &gradcam::Network, opts: &Options) -> serde_json::Value {
+fn run_options(a: &ExplainArgs, cfg: &ExplainConfig, net: &gradcam::Network, opts: &Options) -> serde_json::Value {
     serde_json::json!({
         "gradcam": env!("CARGO_PKG_VERSION"),
         "model": net.name,
@@ -661,14 +703,14 @@ fn run_options(a: &ExplainArgs, net: &gradcam::Network, opts: &Options) -> serde
         "methods": opts.methods,
         "classes": opts.classes.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>(),
         "counterfactual": opts.counterfactual,
-        "score": a.score,
+        "score": config::value_name(a.score),
         "alpha": opts.alpha,
         "threshold": opts.threshold,
-        "colormap": a.colormap,
+        "colormap": config::value_name(a.colormap),
         "save_npy": opts.save_npy,
         "eigen_smooth": opts.eigen_smooth,
         "aug_smooth": opts.aug_smooth,
-        "batch_size": a.batch_size,
+        "batch_size": cfg.batch_size,
         "method_batch": opts.method_batch,
         "grid": opts.grid,
         "pictures": opts.pictures.names(),

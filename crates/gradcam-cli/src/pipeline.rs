@@ -172,97 +172,172 @@ pub fn run(s: &Setup, jobs: &[Job], emit: impl FnMut(usize, Outcome) + Send) -> 
     let mut stats = Stats::default();
     std::thread::scope(|sc| {
         let budget = &budget;
-        // reader: decode ahead, in order; the decoding itself a job on rayon's pool (as the writers', below),
-        // this thread only waiting for it and for room in the queue
-        sc.spawn(move || {
-            rayon::in_place_scope(|rs| {
-                for (k, job) in jobs.iter().enumerate().filter(|(_, j)| !j.resumed) {
-                    budget.wait_room();
-                    let (one_tx, one_rx) = mpsc::sync_channel::<Item>(1);
-                    rs.spawn(move |_| {
-                        let item = match guarded(|| decode(s, job)) {
-                            Ok(input) => Item::Input(k, Box::new(input)),
-                            Err(e) => Item::Failed(k, e.to_string()),
-                        };
-                        let _ = one_tx.send(item);
-                    });
-                    let item = one_rx.recv().unwrap_or_else(|_| Item::Failed(k, "internal error: no decoding".into()));
-                    // the budget is waited for here, never in the pool's job: a pool thread blocked on it could
-                    // be the one the network and the writers need to give it back (with one pool thread, a
-                    // large photo after others hung the run)
-                    if let Item::Input(_, input) = &item {
-                        budget.take(photo_bytes(input));
-                    }
-                    if in_tx.send(item).is_err() {
-                        break;
-                    }
-                }
-            })
-        });
-        // writers: pictures and files, each photo's as a set, drawn by jobs on rayon's pool (at most
-        // `writers` at a time). There they run when a pool thread has nothing of the network's to do (a worker
-        // takes its own and other workers' jobs before injected ones), so they fill the network's serial
-        // stretches; a writer thread of its own preempted the network's threads instead, and a parallel loop
-        // waits for its slowest thread: 12% of the cores sat idle in a ResNet-50 folder run.
-        let (out_rx, writer_tx) = (out_rx, done_tx.clone());
-        sc.spawn(move || {
-            let permits = Permits { free: Mutex::new(s.writers.max(1)), freed: Condvar::new() };
-            let permits = &permits;
-            rayon::in_place_scope(|rs| loop {
-                let item = match out_rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                    Ok(item) => item,
-                    Err(_) => break,
-                };
-                permits.take();
-                let done_tx = writer_tx.clone();
-                rs.spawn(move |_| {
-                    let (k, outcome) = match item {
-                        Item::Computed(k, input, c) => {
-                            let r =
-                                guarded(|| explain::render(*c, &input, s.namer.prefix(k), s.labels, s.opts, s.namer));
-                            budget.give(photo_bytes(&input));
-                            drop(input);
-                            (k, r.map_or_else(|e| Outcome::Failed(e.to_string()), |r| Outcome::Done(Box::new(r))))
-                        }
-                        Item::Failed(k, msg) => (k, Outcome::Failed(msg)),
-                        Item::Input(k, input) => {
-                            budget.give(photo_bytes(&input));
-                            (k, Outcome::Failed("internal error: an input skipped the network".into()))
-                        }
-                    };
-                    permits.give();
-                    let _ = done_tx.send((k, outcome));
-                });
-            });
-        });
+        sc.spawn(move || read(s, jobs, budget, in_tx));
+        let writer_tx = done_tx.clone();
+        sc.spawn(move || write(s, budget, out_rx, writer_tx));
         drop(done_tx);
-        // emitter: outcomes in the inputs' order
-        sc.spawn(move || {
-            let mut emit = emit;
-            let mut waiting: BTreeMap<usize, Outcome> = BTreeMap::new();
-            let mut next = 0;
-            let mut flush = |waiting: &mut BTreeMap<usize, Outcome>, next: &mut usize| {
-                while *next < jobs.len() {
-                    if jobs[*next].resumed {
-                        emit(*next, Outcome::Resumed);
-                    } else if let Some(o) = waiting.remove(next) {
-                        emit(*next, o);
-                    } else {
-                        break;
-                    }
-                    *next += 1;
-                }
-            };
-            flush(&mut waiting, &mut next);
-            for (k, o) in done_rx {
-                waiting.insert(k, o);
-                flush(&mut waiting, &mut next);
-            }
-        });
+        sc.spawn(move || emit_in_order(jobs, done_rx, emit));
         network(s, in_rx, out_tx, budget, &mut stats);
     });
     stats.wall = start.elapsed();
     stats
+}
+
+/// The reader: decode ahead, in order; the decoding itself a job on rayon's pool (as the writers', below),
+/// this thread only waiting for it and for room in the queue.
+fn read(s: &Setup, jobs: &[Job], budget: &Budget, in_tx: SyncSender<Item>) {
+    rayon::in_place_scope(|rs| {
+        for (k, job) in jobs.iter().enumerate().filter(|(_, j)| !j.resumed) {
+            budget.wait_room();
+            let (one_tx, one_rx) = mpsc::sync_channel::<Item>(1);
+            rs.spawn(move |_| {
+                let item = match guarded(|| decode(s, job)) {
+                    Ok(input) => Item::Input(k, Box::new(input)),
+                    Err(e) => Item::Failed(k, e.to_string()),
+                };
+                let _ = one_tx.send(item);
+            });
+            let item = one_rx.recv().unwrap_or_else(|_| Item::Failed(k, "internal error: no decoding".into()));
+            // the budget is waited for here, never in the pool's job: a pool thread blocked on it could
+            // be the one the network and the writers need to give it back (with one pool thread, a
+            // large photo after others hung the run)
+            if let Item::Input(_, input) = &item {
+                budget.take(photo_bytes(input));
+            }
+            if in_tx.send(item).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// The writers: pictures and files, each photo's as a set, drawn by jobs on rayon's pool (at most `writers` at
+/// a time). There they run when a pool thread has nothing of the network's to do (a worker takes its own and
+/// other workers' jobs before injected ones), so they fill the network's serial stretches; a writer thread of
+/// its own preempted the network's threads instead, and a parallel loop waits for its slowest thread: 12% of
+/// the cores sat idle in a ResNet-50 folder run.
+fn write(s: &Setup, budget: &Budget, out_rx: Mutex<Receiver<Item>>, done_tx: SyncSender<(usize, Outcome)>) {
+    let permits = Permits { free: Mutex::new(s.writers.max(1)), freed: Condvar::new() };
+    let permits = &permits;
+    rayon::in_place_scope(|rs| loop {
+        let item = match out_rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(item) => item,
+            Err(_) => break,
+        };
+        permits.take();
+        let done_tx = done_tx.clone();
+        rs.spawn(move |_| {
+            let outcome = render_item(s, budget, item);
+            permits.give();
+            let _ = done_tx.send(outcome);
+        });
+    });
+}
+
+/// One input's pictures and files, from what the network made of it; its budget given back.
+fn render_item(s: &Setup, budget: &Budget, item: Item) -> (usize, Outcome) {
+    match item {
+        Item::Computed(k, input, c) => {
+            let r = guarded(|| explain::render(*c, &input, s.namer.prefix(k), s.labels, s.opts, s.namer));
+            budget.give(photo_bytes(&input));
+            drop(input);
+            (k, r.map_or_else(|e| Outcome::Failed(e.to_string()), |r| Outcome::Done(Box::new(r))))
+        }
+        Item::Failed(k, msg) => (k, Outcome::Failed(msg)),
+        Item::Input(k, input) => {
+            budget.give(photo_bytes(&input));
+            (k, Outcome::Failed("internal error: an input skipped the network".into()))
+        }
+    }
+}
+
+/// The emitter: outcomes in the inputs' order (a resumed job's as soon as its turn comes).
+fn emit_in_order(jobs: &[Job], done_rx: Receiver<(usize, Outcome)>, mut emit: impl FnMut(usize, Outcome)) {
+    let mut waiting: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut next = 0;
+    let mut flush = |waiting: &mut BTreeMap<usize, Outcome>, next: &mut usize| {
+        while *next < jobs.len() {
+            if jobs[*next].resumed {
+                emit(*next, Outcome::Resumed);
+            } else if let Some(o) = waiting.remove(next) {
+                emit(*next, o);
+            } else {
+                break;
+            }
+            *next += 1;
+        }
+    };
+    flush(&mut waiting, &mut next);
+    for (k, o) in done_rx {
+        waiting.insert(k, o);
+        flush(&mut waiting, &mut next);
+    }
+}
+
+/// Hand an item to the writers, counting the time waited for room; the writers gone (they only stop when this
+/// sender does), give its budget back anyway.
+fn send(tx: &SyncSender<Item>, item: Item, budget: &Budget, stats: &mut Stats) {
+    let t = Instant::now();
+    let ok = tx.send(item);
+    stats.blocked += t.elapsed();
+    if let Err(mpsc::SendError(Item::Computed(_, i, _) | Item::Input(_, i))) = ok {
+        budget.give(photo_bytes(&i));
+    }
+}
+
+/// What the network made of one input, or why it failed.
+type PassResult = Result<(usize, Box<Input>, explain::Computed), (usize, Box<Input>, String)>;
+
+/// The network's pass over a batch: each input's result. One input's failure must not fail the others: a batch
+/// that fails is run again each input alone, each its own result.
+fn compute(s: &Setup, items: Vec<(usize, Box<Input>)>) -> Vec<PassResult> {
+    let compute = |items: &[(usize, Box<Input>)]| {
+        let inputs: Vec<&Input> = items.iter().map(|(_, i)| i.as_ref()).collect();
+        guarded(|| explain::compute_batch(s.net, s.labels, &inputs, s.opts))
+    };
+    let mut out = vec![];
+    match compute(&items) {
+        Ok(cs) => out.extend(items.into_iter().zip(cs).map(|((k, i), c)| Ok((k, i, c)))),
+        Err(_) if items.len() > 1 => {
+            for one in items {
+                let r = compute(std::slice::from_ref(&one));
+                let (k, i) = one;
+                match r {
+                    Ok(mut cs) if cs.len() == 1 => out.push(Ok((k, i, cs.remove(0)))),
+                    Ok(_) => out.push(Err((k, i, "internal error: no result".to_string()))),
+                    Err(e) => out.push(Err((k, i, e.to_string()))),
+                }
+            }
+        }
+        Err(e) => out.extend(items.into_iter().map(|(k, i)| Err((k, i, e.to_string())))),
+    }
+    out
+}
+
+/// Run the batch (emptying it) and hand its results to the writers.
+fn run_batch(
+    s: &Setup,
+    batch: &mut Vec<(usize, Box<Input>)>,
+    tx: &SyncSender<Item>,
+    budget: &Budget,
+    stats: &mut Stats,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let t = Instant::now();
+    let out = compute(s, std::mem::take(batch));
+    stats.network += t.elapsed();
+    stats.computed += out.len();
+    for r in out {
+        match r {
+            Ok((k, i, c)) => send(tx, Item::Computed(k, i, Box::new(c)), budget, stats),
+            Err((k, i, msg)) => {
+                budget.give(photo_bytes(&i));
+                send(tx, Item::Failed(k, msg), budget, stats);
+            }
+        }
+    }
 }
 
 /// The network's stage: batches of one tensor size, run when full or when no decoded input is waiting (the
@@ -270,54 +345,6 @@ pub fn run(s: &Setup, jobs: &[Job], emit: impl FnMut(usize, Outcome) + Send) -> 
 /// reader waits for the budget).
 fn network(s: &Setup, rx: Receiver<Item>, tx: SyncSender<Item>, budget: &Budget, stats: &mut Stats) {
     let mut batch: Vec<(usize, Box<Input>)> = vec![];
-    let send = |tx: &SyncSender<Item>, item: Item, stats: &mut Stats| {
-        let t = Instant::now();
-        let ok = tx.send(item);
-        stats.blocked += t.elapsed();
-        // the writers are gone (they only stop when this sender does): give the budget back anyway
-        if let Err(mpsc::SendError(Item::Computed(_, i, _) | Item::Input(_, i))) = ok {
-            budget.give(photo_bytes(&i));
-        }
-    };
-    let run = |batch: &mut Vec<(usize, Box<Input>)>, stats: &mut Stats| {
-        if batch.is_empty() {
-            return;
-        }
-        let items = std::mem::take(batch);
-        let t = Instant::now();
-        let compute = |items: &[(usize, Box<Input>)]| {
-            let inputs: Vec<&Input> = items.iter().map(|(_, i)| i.as_ref()).collect();
-            guarded(|| explain::compute_batch(s.net, s.labels, &inputs, s.opts))
-        };
-        let mut out = vec![];
-        match compute(&items) {
-            Ok(cs) => out.extend(items.into_iter().zip(cs).map(|((k, i), c)| Ok((k, i, c)))),
-            // one input's failure must not fail the others: each alone, then each its own result
-            Err(_) if items.len() > 1 => {
-                for one in items {
-                    let r = compute(std::slice::from_ref(&one));
-                    let (k, i) = one;
-                    match r {
-                        Ok(mut cs) if cs.len() == 1 => out.push(Ok((k, i, cs.remove(0)))),
-                        Ok(_) => out.push(Err((k, i, "internal error: no result".to_string()))),
-                        Err(e) => out.push(Err((k, i, e.to_string()))),
-                    }
-                }
-            }
-            Err(e) => out.extend(items.into_iter().map(|(k, i)| Err((k, i, e.to_string())))),
-        }
-        stats.network += t.elapsed();
-        stats.computed += out.len();
-        for r in out {
-            match r {
-                Ok((k, i, c)) => send(&tx, Item::Computed(k, i, Box::new(c)), stats),
-                Err((k, i, msg)) => {
-                    budget.give(photo_bytes(&i));
-                    send(&tx, Item::Failed(k, msg), stats);
-                }
-            }
-        }
-    };
     loop {
         let item = if batch.is_empty() {
             let t = Instant::now();
@@ -331,7 +358,7 @@ fn network(s: &Setup, rx: Receiver<Item>, tx: SyncSender<Item>, budget: &Budget,
             match rx.try_recv() {
                 Ok(i) => i,
                 Err(TryRecvError::Empty) => {
-                    run(&mut batch, stats);
+                    run_batch(s, &mut batch, &tx, budget, stats);
                     continue;
                 }
                 Err(TryRecvError::Disconnected) => break,
@@ -344,15 +371,15 @@ fn network(s: &Setup, rx: Receiver<Item>, tx: SyncSender<Item>, budget: &Budget,
                 if batch.first().is_some_and(|(_, b)| b.tensor.dims() != input.tensor.dims())
                     || (!batch.is_empty() && held + photo_bytes(&input) > PHOTO_BYTES)
                 {
-                    run(&mut batch, stats);
+                    run_batch(s, &mut batch, &tx, budget, stats);
                 }
                 batch.push((k, input));
                 if batch.len() >= s.batch_size {
-                    run(&mut batch, stats);
+                    run_batch(s, &mut batch, &tx, budget, stats);
                 }
             }
-            other => send(&tx, other, stats),
+            other => send(&tx, other, budget, stats),
         }
     }
-    run(&mut batch, stats);
+    run_batch(s, &mut batch, &tx, budget, stats);
 }

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use gradcam::cam::Score;
 use gradcam::explain::memory::{explain_in_memory, png_bytes, InMemory, Kind, Wanted};
 use gradcam::explain::{self, ClassSpec, Input, Options};
+use gradcam::registry;
 use gradcam::render::Colormap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -266,7 +267,7 @@ fn parse_picture(v: &str) -> Result<Picture, ApiError> {
 }
 
 fn is_guided(m: &str) -> bool {
-    m == explain::GUIDED_BACKPROP || m == explain::GUIDED_GRADCAM
+    registry::find(m).is_some_and(|i| i.output == registry::Output::InputGradient)
 }
 
 /// Classes as the CLI's `--class` reads them; 404 for a class the model does not have.
@@ -309,19 +310,7 @@ fn explain_options(p: &Params, m: &Model) -> Result<Options, ApiError> {
     let mut methods: Vec<String> = vec![];
     let given = p.list("method");
     for name in if given.is_empty() { vec!["gradcam".to_string()] } else { given } {
-        let all: Vec<String> = if name == "all" {
-            gradcam::cam::METHODS
-                .iter()
-                .map(|s| s.to_string())
-                .chain([explain::GUIDED_BACKPROP.into(), explain::GUIDED_GRADCAM.into()])
-                .collect()
-        } else {
-            if !is_guided(&name) {
-                gradcam::cam::method(&name).map_err(|e| ApiError::bad(format!("method={name}: {e}")))?;
-            }
-            vec![name]
-        };
-        for n in all {
+        for n in registry::expand([name.as_str()]).map_err(|e| ApiError::bad(format!("method={name}: {e}")))? {
             if !methods.contains(&n) {
                 methods.push(n);
             }

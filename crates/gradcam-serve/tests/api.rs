@@ -331,7 +331,9 @@ fn explain_equals_the_files_the_cli_writes() {
     o.save_npy = true;
     let input = Input::from_image(&path, &m.net, &ImageLimits::default()).unwrap();
     let namer = Namer::new(std::slice::from_ref(&path));
-    let want = explain::explain(&m.net, &m.labels, &input, &o, namer.prefix(0), &namer).unwrap();
+    let prefix = [namer.prefix(0).to_string()];
+    let want =
+        explain::explain_batch(&m.net, &m.labels, std::slice::from_ref(&input), &prefix, &o, &namer).unwrap().remove(0);
 
     assert_eq!(got["predictions"], as_read(&want.predictions));
     let (ge, we) = (got["explanations"].as_array().unwrap(), &want.explanations);

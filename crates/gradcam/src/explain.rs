@@ -22,8 +22,7 @@ pub use crate::naming::Namer;
 /// The same explanations made in memory, without files (for `gradcam serve`).
 pub mod memory;
 
-pub const GUIDED_BACKPROP: &str = "guided-backprop";
-pub const GUIDED_GRADCAM: &str = "guided-gradcam";
+pub use crate::registry::{GUIDED_BACKPROP, GUIDED_GRADCAM};
 
 /// Which classes to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,9 +145,7 @@ impl Options {
     /// Check methods and layers before any image is read.
     pub fn validate(&self, net: &Network) -> Result<()> {
         for m in &self.methods {
-            if m != GUIDED_BACKPROP && m != GUIDED_GRADCAM {
-                cam::method(m)?;
-            }
+            crate::registry::get(m)?;
         }
         for l in &self.layers {
             net.layer(l)?;
@@ -337,18 +334,6 @@ pub(crate) struct Output {
     gradient: Option<Vec<f32>>,
 }
 
-/// Explain one input (a batch of one).
-pub fn explain(
-    net: &Network,
-    labels: &Labels,
-    input: &Input,
-    opts: &Options,
-    prefix: &str,
-    namer: &Namer,
-) -> Result<Report> {
-    Ok(explain_batch(net, labels, std::slice::from_ref(input), &[prefix.to_string()], opts, namer)?.remove(0))
-}
-
 /// Refuse logits that are not finite (NaN or infinite) with an error naming the first layer whose output is
 /// not, or a model without classes.
 pub fn check_logits(net: &Network, input: &Input, logits: &[f32]) -> Result<()> {
@@ -390,7 +375,8 @@ fn check_finite(input: &Input, what: &str, data: &[f32]) -> Result<()> {
 /// class slot, one forward and one backward serve all gradient methods; Guided Backprop is one more.
 ///
 /// Every image's files are written as a set (see [`crate::output`]) once all of them are made: an error
-/// leaves none of the batch's new files behind. The inputs must have equal tensor sizes.
+/// leaves none of the batch's new files behind. The inputs must have equal tensor sizes: [`compute_batch`], then
+/// [`render_into`] for each input; the files are put in place once every input's are made.
 pub fn explain_batch(
     net: &Network,
     labels: &Labels,
@@ -399,23 +385,10 @@ pub fn explain_batch(
     opts: &Options,
     namer: &Namer,
 ) -> Result<Vec<Report>> {
-    explain_batch_refs(net, labels, &inputs.iter().collect::<Vec<_>>(), prefixes, opts, namer)
-}
-
-/// [`explain_batch`] over borrowed inputs: [`compute_batch`], then [`render_into`] for each input; the files
-/// are put in place once every input's are made.
-pub fn explain_batch_refs(
-    net: &Network,
-    labels: &Labels,
-    inputs: &[&Input],
-    prefixes: &[String],
-    opts: &Options,
-    namer: &Namer,
-) -> Result<Vec<Report>> {
     if prefixes.len() != inputs.len() {
         return Err(Error::invalid(format!("{} inputs and {} output prefixes", inputs.len(), prefixes.len())));
     }
-    let computed = compute_batch(net, labels, inputs, opts)?;
+    let computed = compute_batch(net, labels, &inputs.iter().collect::<Vec<_>>(), opts)?;
     let mut done = vec![];
     for ((c, input), prefix) in computed.into_iter().zip(inputs).zip(prefixes) {
         done.push(render_into(c, input, prefix, labels, opts, namer)?);
@@ -438,13 +411,6 @@ pub struct Computed {
     slots: Vec<(usize, Vec<(String, Output)>)>,
     /// The model input's (height, width).
     size: (usize, usize),
-}
-
-impl Computed {
-    /// The report so far: predictions, no files.
-    pub fn report(&self) -> &Report {
-        &self.report
-    }
 }
 
 /// The network's part of explaining a batch: predictions and maps, checked finite, nothing written. The inputs
@@ -488,8 +454,12 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
         out.push(Computed { report, slots: vec![], size: (ih, iw) });
     }
     let cam_names: Vec<&str> = {
-        let mut v: Vec<&str> =
-            opts.methods.iter().map(String::as_str).filter(|m| *m != GUIDED_BACKPROP && *m != GUIDED_GRADCAM).collect();
+        let mut v: Vec<&str> = opts
+            .methods
+            .iter()
+            .map(String::as_str)
+            .filter(|m| crate::registry::find(m).is_none_or(|i| i.is_cam()))
+            .collect();
         if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
             v.push("gradcam");
         }

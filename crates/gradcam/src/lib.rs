@@ -22,6 +22,7 @@ pub mod naming;
 pub mod npy;
 pub mod ops;
 pub mod output;
+pub mod registry;
 pub mod render;
 pub mod resources;
 pub mod synthetic;

@@ -135,8 +135,12 @@ pub fn explain_in_memory(
     let mut files = vec![];
     let mut grids = vec![];
     let cam_names: Vec<&str> = {
-        let mut v: Vec<&str> =
-            opts.methods.iter().map(String::as_str).filter(|m| *m != GUIDED_BACKPROP && *m != GUIDED_GRADCAM).collect();
+        let mut v: Vec<&str> = opts
+            .methods
+            .iter()
+            .map(String::as_str)
+            .filter(|m| crate::registry::find(m).is_none_or(|i| i.is_cam()))
+            .collect();
         if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
             v.push("gradcam");
         }

@@ -8,9 +8,6 @@ use candle_core::Tensor;
 pub struct AblationCam;
 
 impl Method for AblationCam {
-    fn name(&self) -> &'static str {
-        "ablationcam"
-    }
     fn uses_gradients(&self) -> bool {
         false
     }

@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct EigenCam;
 
 impl Method for EigenCam {
-    fn name(&self) -> &'static str {
-        "eigencam"
-    }
     fn uses_gradients(&self) -> bool {
         false
     }

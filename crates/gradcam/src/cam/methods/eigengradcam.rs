@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct EigenGradCam;
 
 impl Method for EigenGradCam {
-    fn name(&self) -> &'static str {
-        "eigengradcam"
-    }
     fn always_project(&self) -> bool {
         true
     }

@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct GradCamElementWise;
 
 impl Method for GradCamElementWise {
-    fn name(&self) -> &'static str {
-        "gradcam-elementwise"
-    }
     fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
         Ok(l.a.iter().zip(l.g).map(|(a, g)| (a * g).max(0.0)).collect())
     }

@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct GradCamPlusPlus;
 
 impl Method for GradCamPlusPlus {
-    fn name(&self) -> &'static str {
-        "gradcam++"
-    }
     fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
         let w: Vec<f32> =
             l.a.chunks_exact(l.hw)

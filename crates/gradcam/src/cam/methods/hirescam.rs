@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct HiResCam;
 
 impl Method for HiResCam {
-    fn name(&self) -> &'static str {
-        "hirescam"
-    }
     fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
         Ok(l.a.iter().zip(l.g).map(|(a, g)| a * g).collect())
     }

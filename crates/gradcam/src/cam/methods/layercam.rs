@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct LayerCam;
 
 impl Method for LayerCam {
-    fn name(&self) -> &'static str {
-        "layercam"
-    }
     fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
         Ok(l.a.iter().zip(l.g).map(|(a, g)| g.max(0.0) * a).collect())
     }

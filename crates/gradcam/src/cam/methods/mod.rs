@@ -1,18 +1,18 @@
 //! The CAM methods: each file defines only how (A, G) of one image become a low-resolution map; the pipeline
-//! around them is in `cam`. A new method is one file and one line in [`method`].
+//! around them is in `cam`. A new method is one file and one row in [`crate::registry::ALL`].
 
-mod ablationcam;
-mod eigencam;
-mod eigengradcam;
-mod gradcam;
-mod gradcam_elementwise;
-mod gradcam_plusplus;
-mod hirescam;
-mod layercam;
-mod scorecam;
-mod xgradcam;
+pub(crate) mod ablationcam;
+pub(crate) mod eigencam;
+pub(crate) mod eigengradcam;
+pub(crate) mod gradcam;
+pub(crate) mod gradcam_elementwise;
+pub(crate) mod gradcam_plusplus;
+pub(crate) mod hirescam;
+pub(crate) mod layercam;
+pub(crate) mod scorecam;
+pub(crate) mod xgradcam;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use candle_core::Tensor;
 
 /// One image's activations and gradients at one layer, both K×(h·w) row-major.
@@ -40,7 +40,6 @@ pub trait Scorer {
 
 /// A CAM method.
 pub trait Method: Send + Sync {
-    fn name(&self) -> &'static str;
     /// Whether the map depends on dY/dA (EigenCAM's does not; ScoreCAM's and AblationCAM's neither).
     fn uses_gradients(&self) -> bool {
         true
@@ -54,39 +53,13 @@ pub trait Method: Send + Sync {
     fn contributions(&self, l: &Layer, s: &dyn Scorer) -> Result<Vec<f32>>;
 }
 
-/// The methods by name, as in the golden files and pytorch-grad-cam.
-pub const METHODS: &[&str] = &[
-    "gradcam",
-    "hirescam",
-    "gradcam-elementwise",
-    "gradcam++",
-    "xgradcam",
-    "layercam",
-    "eigencam",
-    "eigengradcam",
-    "scorecam",
-    "ablationcam",
-];
+/// The CAM methods by name, as in the golden files and pytorch-grad-cam (the rows of [`crate::registry::ALL`]
+/// that draw a map).
+pub const METHODS: &[&str] = crate::registry::CAM_METHODS;
 
+/// The CAM method called `name` (see [`crate::registry`]).
 pub fn method(name: &str) -> Result<Box<dyn Method>> {
-    Ok(match name {
-        "gradcam" => Box::new(gradcam::GradCam),
-        "hirescam" => Box::new(hirescam::HiResCam),
-        "gradcam-elementwise" => Box::new(gradcam_elementwise::GradCamElementWise),
-        "gradcam++" => Box::new(gradcam_plusplus::GradCamPlusPlus),
-        "xgradcam" => Box::new(xgradcam::XGradCam),
-        "layercam" => Box::new(layercam::LayerCam),
-        "eigencam" => Box::new(eigencam::EigenCam),
-        "eigengradcam" => Box::new(eigengradcam::EigenGradCam),
-        "scorecam" => Box::new(scorecam::ScoreCam),
-        "ablationcam" => Box::new(ablationcam::AblationCam),
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown method `{other}`; methods: {}, guided-backprop, guided-gradcam, all",
-                METHODS.join(", ")
-            )))
-        }
-    })
+    crate::registry::find(name).and_then(|m| m.cam()).ok_or_else(|| crate::registry::unknown(name))
 }
 
 /// w_k·A_k for channel weights `w`.

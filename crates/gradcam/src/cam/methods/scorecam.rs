@@ -31,9 +31,6 @@ fn upsample_align_corners(src: &[f32], h: usize, w: usize, oh: usize, ow: usize)
 }
 
 impl Method for ScoreCam {
-    fn name(&self) -> &'static str {
-        "scorecam"
-    }
     fn uses_gradients(&self) -> bool {
         false
     }

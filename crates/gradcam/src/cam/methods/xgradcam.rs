@@ -5,9 +5,6 @@ use crate::error::Result;
 pub struct XGradCam;
 
 impl Method for XGradCam {
-    fn name(&self) -> &'static str {
-        "xgradcam"
-    }
     fn contributions(&self, l: &Layer, _: &dyn Scorer) -> Result<Vec<f32>> {
         let w: Vec<f32> =
             l.a.chunks_exact(l.hw)
