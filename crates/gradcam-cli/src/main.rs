@@ -42,6 +42,10 @@ struct ModelArgs {
     /// Class names, one per line (for a checkpoint with other classes than ImageNet's).
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// The network's input size, `N` or `HxW` (default: the size the model's weights were trained at, see
+    /// `gradcam models`); photos are resized to it.
+    #[arg(long, value_parser = parse_input_size)]
+    input_size: Option<(usize, usize)>,
     /// Refuse images (and --input-tensor arrays) larger than this many pixels (checked from the header, before
     /// decoding).
     #[arg(long, default_value_t = gradcam::image::DEFAULT_MAX_PIXELS)]
@@ -198,9 +202,29 @@ pub(crate) struct ExplainArgs {
     no_grid: bool,
 }
 
+/// `--input-size`: `N` (square) or `HxW`.
+fn parse_input_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("`{s}`: expected a size in pixels, N or HxW (e.g. 224 or 240x320)");
+    let (h, w) = match s.split_once(['x', 'X']) {
+        Some((h, w)) => (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?),
+        None => {
+            let n = s.trim().parse().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    Ok((h, w))
+}
+
+fn with_size(net: gradcam::Network, m: &ModelArgs) -> Result<gradcam::Network> {
+    Ok(match m.input_size {
+        Some((h, w)) => net.with_input_size(h, w)?,
+        None => net,
+    })
+}
+
 fn load(m: &ModelArgs, fetch: zoo::Fetch) -> Result<(gradcam::Network, Labels)> {
     let dev = candle_core::Device::Cpu;
-    let net = gradcam::load_model_with(&m.model, m.weights.as_deref(), &dev, fetch)?;
+    let net = with_size(gradcam::load_model_with(&m.model, m.weights.as_deref(), &dev, fetch)?, m)?;
     let labels = Labels::for_classes(net.num_classes, m.labels.as_deref())?;
     Ok((net, labels))
 }
@@ -772,6 +796,7 @@ fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
     let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
     let net = gradcam::load_model_with(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev, fetch)?;
+    let net = with_size(net, m)?;
     let shapes = net.layer_shapes()?;
     let default = net.default_layer();
     println!("{} (input 3x{}x{}; default target: {default}, marked *)", net.name, net.input_size.0, net.input_size.1,);

@@ -143,10 +143,13 @@ fn torchvision_weights_are_downloaded_on_first_use() {
     assert!(err.contains("GRADCAM_TORCHVISION_BASE=ftp://x") && err.contains("http"), "{err}");
     let (code, err) = run(&["classify", s(&img), "--model", "vgg16"], &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("vgg16") && err.contains("architecture not built yet"), "{err}");
+    assert!(err.contains(&format!("{base}/vgg16-397923af.pth")) && err.contains("HTTP 404"), "{err}");
+    let (code, err) = run(&["classify", s(&img), "--model", "vgg17"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown model `vgg17`"), "{err}");
 }
 
-/// `gradcam models` lists the whole zoo, the torchvision checkpoints of architectures still to be built too.
+/// `gradcam models` lists the whole zoo with where each model's weights come from.
 #[test]
 fn models_lists_the_zoo() {
     let d = tempdir("models-list");
@@ -164,7 +167,7 @@ fn models_lists_the_zoo() {
     let line = text.lines().find(|l| l.starts_with("resnet50 ")).unwrap();
     assert!(line.contains("downloaded on first use") && line.contains("resnet50-0676ba61.pth"), "{line}");
     let line = text.lines().find(|l| l.starts_with("convnext_tiny ")).unwrap();
-    assert!(line.contains("architecture not built yet") && line.contains("convnext_tiny-983f1562.pth"), "{line}");
+    assert!(line.contains("downloaded on first use") && line.contains("convnext_tiny-983f1562.pth"), "{line}");
     assert_eq!(text.lines().filter(|l| l.starts_with("regnet_")).count(), 14);
 }
 

@@ -146,7 +146,10 @@ mod tests {
             super::legacy_name("features.denseblock2.denselayer11.norm1.running_var"),
             "features.denseblock2.denselayer11.norm.1.running_var"
         );
-        assert_eq!(super::legacy_name("features.denseblock1.denselayer1.conv2.weight"), "features.denseblock1.denselayer1.conv.2.weight");
+        assert_eq!(
+            super::legacy_name("features.denseblock1.denselayer1.conv2.weight"),
+            "features.denseblock1.denselayer1.conv.2.weight"
+        );
         assert_eq!(super::legacy_name("features.norm5.weight"), "features.norm5.weight");
         assert_eq!(super::legacy_name("features.transition1.conv.weight"), "features.transition1.conv.weight");
     }
