@@ -3,11 +3,17 @@
 # `gradcam bench`, same architectures, same input size, 2 threads; prints one table with the ratios.
 # Installs its Python packages (from PyPI) into bench/peer/.venv. Not part of the tests or CI.
 #
-# usage: bench/peer/run.sh [--quick] [--isa avx512,avx2,scalar]
-#   --quick: no ScoreCAM/AblationCAM, which take minutes
+# usage: bench/peer/run.sh [--quick] [--isa avx512,avx2,scalar] [--models resnet50,vgg16,...] [--rounds N]
+#   --quick: no ScoreCAM/AblationCAM, which take minutes; medians of 5, not 7, and the reference's repetitions
+#            cut (to at least 3) where they would take over 4 s (VGG-16 and the like at batch 8)
+#   --models: some of resnet50, efficientnet_lite0, vgg16, mobilenet_v3_large, densenet121, efficientnet_b0,
+#             convnext_tiny (default: all); torchvision's with random weights (weights=None), gradcam's with
+#             synthetic ones (or cached pretrained ones: same speed), the target layer gradcam's default
+#   --rounds: interleaved rounds (default 3; on a loaded 2-core machine one round of the five newer models
+#             takes ~15 min)
 #   --isa: gradcam's kernels forced to each of these instruction sets in turn (GRADCAM_ISA), one table each;
 #          default: gradcam's own choice (the widest the CPU has)
-# The quick figures are the lowest of 3 interleaved rounds (reference, then gradcam), each a median of 7.
+# The quick figures are the lowest of 3 interleaved rounds (reference, then gradcam), each a median of 7 (5: --quick).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -17,15 +23,22 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet torch torchvision grad-cam onnxruntime onnx onnxscript efficientnet-lite-pytorch==0.1.0
 fi
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 RAYON_NUM_THREADS=2
-(cd "$root" && cargo build --release --quiet)
 slow="scorecam,ablationcam"
 isa=""
+models="resnet50,efficientnet_lite0,vgg16,mobilenet_v3_large,densenet121,efficientnet_b0,convnext_tiny"
+budget=0
+reps=7
+rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) slow="" ;;
+    --quick) slow=""; budget=4; reps=5 ;;
     --isa) isa="${2:?--isa needs a list}"; shift ;;
-    *) echo "usage: $0 [--quick] [--isa avx512,avx2,scalar]" >&2; exit 2 ;;
+    --models) models="${2:?--models needs a list}"; shift ;;
+    --rounds) rounds="${2:?--rounds needs a number}"; shift ;;
+    *) echo "usage: $0 [--quick] [--isa avx512,avx2,scalar] [--models resnet50,vgg16,...] [--rounds N]" >&2; exit 2 ;;
   esac
   shift
 done
-"$venv/bin/python" "$here/peer.py" --gradcam "$root/target/release/gradcam" --slow "$slow" --isa "$isa" | tee "$here/last-run.txt"
+(cd "$root" && cargo build --release --quiet -p gradcam-cli)
+"$venv/bin/python" "$here/peer.py" --gradcam "$root/target/release/gradcam" --slow "$slow" --isa "$isa" \
+  --models "$models" --reps "$reps" --rounds "$rounds" --budget-s "$budget" | tee "$here/last-run.txt"
