@@ -10,9 +10,7 @@
 
 use super::{Network, Normalization};
 use crate::error::{Error, Result};
-use crate::graph::nodes::{
-    AddAct, BatchNorm, Binary, BinaryKind, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding,
-};
+use crate::graph::nodes::{AddAct, BatchNorm, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding};
 use crate::graph::nodes::{Unary, UnaryKind};
 use crate::graph::{Builder, NodeId};
 use crate::weights::Weights;
@@ -74,35 +72,6 @@ fn conv_norm_act(
     Ok(h)
 }
 
-/// SqueezeExcitation `name`: avgpool → fc1 → SiLU (in place) → fc2 → Sigmoid, times the input.
-fn squeeze_excitation(
-    b: &mut Builder,
-    vb: &VarBuilder,
-    name: &str,
-    c: usize,
-    squeeze: usize,
-    x: NodeId,
-) -> candle_core::Result<NodeId> {
-    let p = |s: &str| format!("{name}.{s}");
-    let s = b.add(&p("avgpool"), GlobalAvgPool, &[x]);
-    let s = b.add(
-        &p("fc1"),
-        Conv::new(vb.pp(p("fc1")), ConvSpec::new(c, squeeze, 1, 1, Padding::same(0)).with_bias())?,
-        &[s],
-    );
-    let s = b.add_inplace(&p("activation"), Unary(UnaryKind::Silu), &[s]);
-    let s = b.add(
-        &p("fc2"),
-        Conv::new(vb.pp(p("fc2")), ConvSpec::new(squeeze, c, 1, 1, Padding::same(0)).with_bias())?,
-        &[s],
-    );
-    let s = b.add(&p("scale_activation"), Unary(UnaryKind::Sigmoid), &[s]);
-    // `scale * input`
-    let out = b.add(&p("mul"), Binary::new(BinaryKind::Mul), &[s, x]);
-    b.alias(name, out);
-    Ok(out)
-}
-
 /// One MBConv block `name` (`features.S.J`).
 #[allow(clippy::too_many_arguments)]
 fn mbconv(
@@ -126,7 +95,8 @@ fn mbconv(
         i += 1;
     }
     h = conv_norm_act(b, vb, &blk(i), ConvSpec::depthwise(mid, k, stride, Padding::same((k - 1) / 2)), eps, true, h)?;
-    h = squeeze_excitation(b, vb, &blk(i + 1), mid, (cin / 4).max(1), h)?;
+    let silu = (Unary(UnaryKind::Silu), true);
+    h = super::squeeze_excitation(b, vb, &blk(i + 1), mid, (cin / 4).max(1), h, silu, UnaryKind::Sigmoid)?;
     h = conv_norm_act(b, vb, &blk(i + 2), ConvSpec::new(mid, cout, 1, 1, Padding::same(0)), eps, false, h)?;
     b.alias(&format!("{name}.block"), h);
     if stride == 1 && cin == cout {

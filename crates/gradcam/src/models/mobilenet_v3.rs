@@ -15,9 +15,7 @@ use super::mobilenet_v2::make_divisible;
 use super::resnet::conv_bn;
 use super::{Network, Normalization};
 use crate::error::{Error, Result};
-use crate::graph::nodes::{
-    Act, AddAct, Binary, BinaryKind, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, Unary, UnaryKind,
-};
+use crate::graph::nodes::{Act, AddAct, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, Unary, UnaryKind};
 use crate::graph::{Builder, NodeId};
 use crate::ops::act::Activation::Relu;
 use crate::weights::Weights;
@@ -89,28 +87,6 @@ fn cna(
     Ok(h)
 }
 
-/// torchvision's `SqueezeExcitation` with a Hardsigmoid gate: x · hardsigmoid(fc2(relu(fc1(avgpool(x))))).
-fn squeeze_excitation(
-    b: &mut Builder,
-    vb: &VarBuilder,
-    name: &str,
-    c: usize,
-    squeeze: usize,
-    x: NodeId,
-) -> candle_core::Result<NodeId> {
-    let p = |s: &str| format!("{name}.{s}");
-    let s = b.add(&p("avgpool"), GlobalAvgPool, &[x]);
-    let fc1 = ConvSpec::new(c, squeeze, 1, 1, Padding::same(0)).with_bias();
-    let s = b.add(&p("fc1"), Conv::new(vb.pp(p("fc1")), fc1)?, &[s]);
-    let s = b.add(&p("activation"), Act::module(Relu), &[s]);
-    let fc2 = ConvSpec::new(squeeze, c, 1, 1, Padding::same(0)).with_bias();
-    let s = b.add(&p("fc2"), Conv::new(vb.pp(p("fc2")), fc2)?, &[s]);
-    let s = b.add(&p("scale_activation"), Unary(UnaryKind::Hardsigmoid), &[s]);
-    let y = b.add(&p("mul"), Binary::new(BinaryKind::Mul), &[s, x]);
-    b.alias(name, y);
-    Ok(y)
-}
-
 /// One `InvertedResidual` block.
 fn inverted_residual(
     b: &mut Builder,
@@ -132,7 +108,8 @@ fn inverted_residual(
     let dw = ConvSpec::depthwise(exp, k, stride, Padding::same((k - 1) / 2));
     h = cna(b, vb, &sub(&mut i), dw, Some(hs), h)?;
     if se {
-        h = squeeze_excitation(b, vb, &sub(&mut i), exp, make_divisible((exp / 4) as f64, 8), h)?;
+        let (name, sq) = (sub(&mut i), make_divisible((exp / 4) as f64, 8));
+        h = super::squeeze_excitation(b, vb, &name, exp, sq, h, (Act::module(Relu), false), UnaryKind::Hardsigmoid)?;
     }
     h = cna(b, vb, &sub(&mut i), ConvSpec::new(exp, cout, 1, 1, Padding::same(0)), None, h)?;
     b.alias(&format!("{name}.block"), h);

@@ -17,6 +17,35 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
 use candle_core::{Device, Tensor};
 
+/// torchvision's `SqueezeExcitation` `name` on `x` (`c` channels): avgpool → fc1 (to `squeeze`) → `act` (in place
+/// where the module is) → fc2 → `gate`, times the input (`mul`). EfficientNet (SiLU in place, Sigmoid),
+/// MobileNetV3 (ReLU, Hardsigmoid) and RegNetY (ReLU, Sigmoid) differ only in those two.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn squeeze_excitation(
+    b: &mut crate::graph::Builder,
+    vb: &candle_nn::VarBuilder,
+    name: &str,
+    c: usize,
+    squeeze: usize,
+    x: NodeId,
+    (act, act_inplace): (impl crate::graph::Op + 'static, bool),
+    gate: crate::graph::nodes::UnaryKind,
+) -> candle_core::Result<NodeId> {
+    use crate::graph::nodes::{Binary, BinaryKind, Conv, ConvSpec, GlobalAvgPool, Padding, Unary};
+    let p = |s: &str| format!("{name}.{s}");
+    let s = b.add(&p("avgpool"), GlobalAvgPool, &[x]);
+    let fc1 = ConvSpec::new(c, squeeze, 1, 1, Padding::same(0)).with_bias();
+    let s = b.add(&p("fc1"), Conv::new(vb.pp(p("fc1")), fc1)?, &[s]);
+    let s = if act_inplace { b.add_inplace(&p("activation"), act, &[s]) } else { b.add(&p("activation"), act, &[s]) };
+    let fc2 = ConvSpec::new(squeeze, c, 1, 1, Padding::same(0)).with_bias();
+    let s = b.add(&p("fc2"), Conv::new(vb.pp(p("fc2")), fc2)?, &[s]);
+    let s = b.add(&p("scale_activation"), Unary(gate), &[s]);
+    // `scale * input`
+    let out = b.add(&p("mul"), Binary::new(BinaryKind::Mul), &[s, x]);
+    b.alias(name, out);
+    Ok(out)
+}
+
 /// Input normalisation: (x/255 − mean)/std per channel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalization {

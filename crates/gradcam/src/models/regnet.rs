@@ -7,9 +7,7 @@
 
 use super::{Network, Normalization};
 use crate::error::{Error, Result};
-use crate::graph::nodes::{
-    Act, AddAct, Binary, BinaryKind, Conv, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, Unary, UnaryKind,
-};
+use crate::graph::nodes::{Act, AddAct, ConvSpec, Flatten, GlobalAvgPool, Linear, Padding, UnaryKind};
 use crate::graph::{Builder, NodeId};
 use crate::models::resnet::conv_bn;
 use crate::ops::act::Activation::Relu;
@@ -148,17 +146,8 @@ fn block(
     f = conv_bn_act(b, vb, &p("f.b"), s, true, f)?;
     if let Some(r) = se_ratio {
         let sq = (r * cin as f64).round_ties_even() as usize;
-        let se = p("f.se");
-        let q = |s: &str| format!("{se}.{s}");
-        let pooled = b.add(&q("avgpool"), GlobalAvgPool, &[f]);
-        let s1 = ConvSpec::new(w_b, sq, 1, 1, Padding::same(0)).with_bias();
-        let h = b.add(&q("fc1"), Conv::new(vb.pp(q("fc1")), s1)?, &[pooled]);
-        let h = b.add(&q("activation"), Act::module(Relu), &[h]);
-        let s2 = ConvSpec::new(sq, w_b, 1, 1, Padding::same(0)).with_bias();
-        let h = b.add(&q("fc2"), Conv::new(vb.pp(q("fc2")), s2)?, &[h]);
-        let scale = b.add(&q("scale_activation"), Unary(UnaryKind::Sigmoid), &[h]);
-        f = b.add(&q("mul"), Binary::new(BinaryKind::Mul), &[scale, f]);
-        b.alias(&se, f);
+        let relu = (Act::module(Relu), false);
+        f = super::squeeze_excitation(b, vb, &p("f.se"), w_b, sq, f, relu, UnaryKind::Sigmoid)?;
     }
     f = conv_bn_act(b, vb, &p("f.c"), ConvSpec::new(w_b, cout, 1, 1, Padding::same(0)), false, f)?;
     b.alias(&p("f"), f);
