@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Model name (see `gradcam models`).
+    /// Model name (see `gradcam models`), or an ONNX file (`my_model.onnx`: any classifier exported to ONNX,
+    /// see README "Your own model").
     #[arg(long, short, default_value = zoo::DEFAULT_MODEL)]
     model: String,
     /// Weights: a checkpoint file (safetensors, PyTorch zip or legacy .pth) or `synthetic`. Default: the model's
@@ -46,6 +47,17 @@ struct ModelArgs {
     /// `gradcam models`); photos are resized to it.
     #[arg(long, value_parser = parse_input_size)]
     input_size: Option<(usize, usize)>,
+    /// Input normalisation mean per channel (R,G,B, of pixel values scaled to 0..1), e.g. 0.5,0.5,0.5; default:
+    /// the model's own (ImageNet's for ONNX models).
+    #[arg(long, value_parser = parse_triple)]
+    mean: Option<[f32; 3]>,
+    /// Input normalisation standard deviation per channel (R,G,B), e.g. 0.5,0.5,0.5.
+    #[arg(long, value_parser = parse_triple)]
+    std: Option<[f32; 3]>,
+    /// How a layer's values become channel maps: auto (from the shapes), none ((C, h, w) maps only), tokens
+    /// (a ViT's (tokens, C): class token dropped, the rest on their grid) or channels-last (Swin's (h, w, C)).
+    #[arg(long, default_value = "auto")]
+    reshape: gradcam::cam::layout::Reshape,
     /// Refuse images (and --input-tensor arrays) larger than this many pixels (checked from the header, before
     /// decoding).
     #[arg(long, default_value_t = gradcam::image::DEFAULT_MAX_PIXELS)]
@@ -215,16 +227,57 @@ fn parse_input_size(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((h, w))
 }
 
-fn with_size(net: gradcam::Network, m: &ModelArgs) -> Result<gradcam::Network> {
-    Ok(match m.input_size {
-        Some((h, w)) => net.with_input_size(h, w)?,
-        None => net,
-    })
+/// `--mean`/`--std`: three numbers `R,G,B` (or one for all three).
+fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
+    let bad = || format!("`{s}`: expected three numbers R,G,B (e.g. 0.485,0.456,0.406) or one for all channels");
+    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let v = match v[..] {
+        [a] => [a, a, a],
+        [a, b, c] => [a, b, c],
+        _ => return Err(bad()),
+    };
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+/// The model of `m`: a zoo model (with `weights`, else `--weights`) or an ONNX file, with `--input-size`,
+/// `--mean`/`--std` and `--reshape` applied; an ONNX import's notes go to stderr.
+fn load_net(m: &ModelArgs, weights: Option<&str>, fetch: zoo::Fetch) -> Result<gradcam::Network> {
+    let dev = candle_core::Device::Cpu;
+    let mut net = if gradcam::onnx::is_onnx_path(&m.model) {
+        if let Some(w) = &m.weights {
+            bail!("--weights {w}: an ONNX model ({}) carries its own weights", m.model);
+        }
+        let opts = gradcam::onnx::OnnxOptions { input_size: m.input_size, ..Default::default() };
+        let net = gradcam::onnx::load(Path::new(&m.model), &opts)?;
+        for n in net.onnx.iter().flat_map(|o| &o.notes) {
+            eprintln!("note: {n}");
+        }
+        net
+    } else {
+        let net = gradcam::load_model_with(&m.model, weights.or(m.weights.as_deref()), &dev, fetch)?;
+        match m.input_size {
+            Some((h, w)) => net.with_input_size(h, w)?,
+            None => net,
+        }
+    };
+    if let Some(mean) = m.mean {
+        net.normalization.mean = mean;
+    }
+    if let Some(std) = m.std {
+        if std.iter().any(|v| *v <= 0.0) {
+            bail!("--std {std:?}: expected positive numbers");
+        }
+        net.normalization.std = std;
+    }
+    net.reshape = m.reshape;
+    Ok(net)
 }
 
 fn load(m: &ModelArgs, fetch: zoo::Fetch) -> Result<(gradcam::Network, Labels)> {
-    let dev = candle_core::Device::Cpu;
-    let net = with_size(gradcam::load_model_with(&m.model, m.weights.as_deref(), &dev, fetch)?, m)?;
+    let net = load_net(m, None, fetch)?;
     let labels = Labels::for_classes(net.num_classes, m.labels.as_deref())?;
     Ok((net, labels))
 }
@@ -793,10 +846,9 @@ fn classify_cmd(images: &[PathBuf], m: &ModelArgs, top: usize, json: bool, fetch
 }
 
 fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
-    let dev = candle_core::Device::Cpu;
     // Shapes do not depend on the weights: synthetic ones unless a file is given.
-    let net = gradcam::load_model_with(&m.model, Some(m.weights.as_deref().unwrap_or("synthetic")), &dev, fetch)?;
-    let net = with_size(net, m)?;
+    let synthetic = (!gradcam::onnx::is_onnx_path(&m.model) && m.weights.is_none()).then_some("synthetic");
+    let net = load_net(m, synthetic, fetch)?;
     let shapes = net.layer_shapes()?;
     let default = net.default_layer();
     println!("{} (input 3x{}x{}; default target: {default}, marked *)", net.name, net.input_size.0, net.input_size.1,);
@@ -844,11 +896,15 @@ fn bench_cmd(models: &[String], batches: &[usize], what: &[String], reps: usize,
         );
     }
     for m in models {
-        let w = match zoo::local_weights(zoo::spec(m)?) {
-            Some(p) => p.display().to_string(),
-            None => "synthetic".to_string(),
+        let net = if gradcam::onnx::is_onnx_path(m) {
+            gradcam::onnx::load(Path::new(m), &Default::default())?
+        } else {
+            let w = match zoo::local_weights(zoo::spec(m)?) {
+                Some(p) => p.display().to_string(),
+                None => "synthetic".to_string(),
+            };
+            gradcam::load_model(m, Some(&w), &dev)?
         };
-        let net = gradcam::load_model(m, Some(&w), &dev)?;
         let layer = net.default_layer();
         let (ih, iw) = net.input_size;
         for &b in batches {

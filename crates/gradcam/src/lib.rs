@@ -20,6 +20,7 @@ pub mod labels;
 pub mod models;
 pub mod naming;
 pub mod npy;
+pub mod onnx;
 pub mod ops;
 pub mod output;
 pub mod registry;
@@ -45,6 +46,12 @@ pub fn load_model(name: &str, weights: Option<&str>, dev: &Device) -> Result<Net
 pub fn load_model_with(name: &str, weights: Option<&str>, dev: &Device, fetch: models::zoo::Fetch) -> Result<Network> {
     // a bad GRADCAM_ISA is an error here, before anything runs on a set the user did not ask for
     ops::isa::init()?;
+    if onnx::is_onnx_path(name) {
+        if let Some(w) = weights {
+            return Err(Error::invalid(format!("weights `{w}`: an ONNX model ({name}) carries its own weights")));
+        }
+        return onnx::load(std::path::Path::new(name), &onnx::OnnxOptions::default());
+    }
     // an architecture gradcam does not build yet is refused before its weights are looked for (or downloaded)
     models::zoo::ensure_built(name)?;
     let w = match weights {

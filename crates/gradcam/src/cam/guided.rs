@@ -28,7 +28,7 @@ pub fn input_gradient(net: &Network, x: &Tensor, classes: &[usize], score: Score
     let per: Vec<Tensor> = (0..n)
         .map(|i| {
             let xi = x.narrow(0, i, 1)?;
-            let p = Prefix { values: vec![(g.input(), xi.clone())] };
+            let p = Prefix { values: vec![(g.input(), xi.clone())], n: xi.dim(0)? };
             let (_, got, _) =
                 g.finish_with_gradients(&split, &p, |l| dscore_dlogits(l, &classes[i..i + 1], score), bp)?;
             match got.into_iter().next() {

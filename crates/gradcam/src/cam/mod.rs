@@ -9,6 +9,7 @@
 //! forward plus a backward through what lies after the first target, with no weight gradients.
 
 pub mod guided;
+pub mod layout;
 pub mod methods;
 pub mod postprocess;
 
@@ -40,6 +41,8 @@ pub struct Capture {
     pub activations: Tensor,
     /// (N, K, h, w)
     pub gradients: Tensor,
+    /// How the layer's own values were turned into these maps.
+    pub layout: layout::Layout,
 }
 
 /// Everything one forward/backward gives.
@@ -62,6 +65,8 @@ pub struct Explainer<'a> {
     nodes: Vec<NodeId>,
     /// What a forward hook on each target sees (itself unless a module overwrites it in place).
     seen: Vec<NodeId>,
+    /// How each target's values become channel maps.
+    layouts: Vec<layout::Layout>,
     split: Split,
 }
 
@@ -103,15 +108,23 @@ impl<'a> Explainer<'a> {
             return Err(Error::invalid("no target layer"));
         }
         let nodes = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
+        let mut layouts = vec![];
         for (l, id) in layers.iter().zip(&nodes) {
             let shape = net.layer_shape(*id)?;
-            if shape.len() != 3 {
-                return Err(Error::invalid(format!(
-                    "layer `{l}` of {} gives values of shape {shape:?} per image: not a feature map (channels, \
-                     height, width) that a map can be made from",
-                    net.name
-                )));
+            let token_model = net.onnx.as_ref().is_some_and(|o| o.token_model);
+            let lay = layout::resolve(l, &shape, net.reshape, token_model, net.input_size)
+                .map_err(|e| Error::invalid(format!("{} (model {})", e, net.name)))?;
+            if net.graph.is_per_image() && lay != layout::Layout::Channels {
+                // an imported graph's values are one image's each: check the batch is the first dimension
+                let full = &net.layer_shapes_batch1()?[id.0];
+                if full.first() != Some(&1) {
+                    return Err(Error::invalid(format!(
+                        "layer `{l}` of {} holds values of shape {full:?} for one image: not one row per image",
+                        net.name
+                    )));
+                }
             }
+            layouts.push(lay);
         }
         let mut unique = nodes.clone();
         unique.sort();
@@ -121,7 +134,7 @@ impl<'a> Explainer<'a> {
         also.sort();
         also.dedup();
         let split = Split::keeping(&net.graph, &unique, &also)?;
-        Ok(Explainer { net, layer_names: layers.to_vec(), nodes, seen, split })
+        Ok(Explainer { net, layer_names: layers.to_vec(), nodes, seen, layouts, split })
     }
 
     /// The untracked steps up to the target layers, for a batch `x` (N, 3, H, W). It can be shared by every
@@ -149,15 +162,16 @@ impl<'a> Explainer<'a> {
             Backprop::Plain,
         )?;
         let mut layers = vec![];
-        for ((name, id), seen) in self.layer_names.iter().zip(&self.nodes).zip(&self.seen) {
+        for (((name, id), seen), lay) in self.layer_names.iter().zip(&self.nodes).zip(&self.seen).zip(&self.layouts) {
             let k = self.split.targets.iter().position(|t| t == id).ok_or_else(lost)?;
             let (a, g) = &got[k];
             let a = match self.split.also.iter().position(|t| t == seen) {
                 Some(j) => also[j].clone(),
                 None => a.clone(),
             };
-            let gradients = g.clone().into_tensor(x.device())?;
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients });
+            let gradients = lay.to_maps(&g.clone().into_tensor(x.device())?)?;
+            let activations = lay.to_maps(&a)?;
+            layers.push(Capture { layer: name.clone(), node: *id, activations, gradients, layout: *lay });
         }
         Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
     }
@@ -174,9 +188,10 @@ impl<'a> Explainer<'a> {
         let (logits, acts) = self.net.graph.finish(&self.split, prefix, &self.seen)?;
         let mut layers = vec![];
         for (k, (name, id)) in self.layer_names.iter().zip(&self.nodes).enumerate() {
-            let a = acts[k].clone();
+            let lay = self.layouts[k];
+            let a = lay.to_maps(&acts[k])?;
             let gradients = a.zeros_like()?;
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients });
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients, layout: lay });
         }
         Ok(Captured { logits, input: x.clone(), classes: classes.to_vec(), score, layers })
     }
@@ -216,6 +231,7 @@ fn scores_of(logits: &Tensor, class: usize, score: Score) -> Result<Vec<f32>> {
 struct NetScorer<'a> {
     net: &'a Network,
     node: NodeId,
+    layout: layout::Layout,
     input: Tensor,
     class: usize,
     score: Score,
@@ -242,6 +258,8 @@ impl Scorer for NetScorer<'_> {
             }
         };
         let mut p = prefix.repeat_image(0, a.dim(0)?)?;
+        let original = prefix.get(self.node).ok_or_else(lost)?;
+        let a = self.layout.from_maps(a, original)?;
         for (id, t) in p.values.iter_mut() {
             if *id == self.node {
                 *t = a.clone();
@@ -273,6 +291,7 @@ pub fn raw_maps(net: &Network, cap: &Captured, m: &dyn Method, o: MapOptions) ->
             let scorer = NetScorer {
                 net,
                 node: c.node,
+                layout: c.layout,
                 input: cap.input.narrow(0, i, 1)?,
                 class: cap.classes[i],
                 score: cap.score,
@@ -419,7 +438,7 @@ mod tests {
             let gr = grads.get(z.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
             // what a hook on the layer sees (an in-place module after it may have overwritten it)
             let a = if seen == id { a.clone() } else { vals[seen.0].as_ref().unwrap().detach() };
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients: gr });
+            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients: gr, layout: layout::Layout::Channels });
         }
         Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
     }

@@ -63,6 +63,16 @@ fn get<'v>(g: &Graph, vals: &'v Values, id: NodeId) -> Result<&'v Tensor> {
     vals[id.0].as_ref().ok_or_else(|| missing(g, id))
 }
 
+/// Image `i`'s part of a value of a batch of `n`: its share of the first dimension (one row in a graph that
+/// runs batched; the rows one image made in a graph that runs image by image).
+pub(crate) fn image_part(t: &Tensor, n: usize, i: usize) -> Result<Tensor> {
+    let d = t.dim(0)?;
+    if n == 0 || d % n != 0 {
+        return Err(Error::invalid(format!("internal: a value of {d} rows is not a batch of {n} images")));
+    }
+    Ok(t.narrow(0, i * (d / n), d / n)?)
+}
+
 impl Graph {
     /// The plan that keeps `protect` (sorted, deduplicated) as values: made once per set.
     pub fn plan(&self, protect: &[NodeId]) -> Result<Arc<Plan>> {
@@ -83,13 +93,20 @@ impl Graph {
         let mut vals: Values = vec![None; self.nodes().len()];
         vals[0] = Some(x.clone());
         let all: Vec<usize> = (0..plan.steps.len()).collect();
-        crate::ops::in_pool(|| self.run_untracked(&plan, &mut vals, &all, &[self.output()]))?;
+        crate::ops::in_pool(|| self.run_untracked(&plan, &mut vals, &all, &[self.output()], x.dim(0)?))?;
         vals[self.output().0].take().ok_or_else(|| missing(self, self.output()))
     }
 
-    /// Run `steps` (indices into `plan`, in order) without tracking; values no later step reads and not in
-    /// `keep` are dropped as soon as they are read for the last time.
-    pub(crate) fn run_untracked(&self, plan: &Plan, vals: &mut Values, steps: &[usize], keep: &[NodeId]) -> Result<()> {
+    /// Run `steps` (indices into `plan`, in order) without tracking, for a batch of `n` images; values no later
+    /// step reads and not in `keep` are dropped as soon as they are read for the last time.
+    pub(crate) fn run_untracked(
+        &self,
+        plan: &Plan,
+        vals: &mut Values,
+        steps: &[usize],
+        keep: &[NodeId],
+        n: usize,
+    ) -> Result<()> {
         let mut uses = vec![0usize; vals.len()];
         for &s in steps {
             for i in &plan.steps[s].inputs {
@@ -99,7 +116,6 @@ impl Graph {
         for k in keep {
             uses[k.0] += 1;
         }
-        let n = vals.iter().flatten().next().map(|t| t.dim(0)).transpose()?.unwrap_or(1);
         let mut at = 0;
         if n > 1 {
             at = self.run_per_image(plan, vals, steps, &mut uses, n)?;
@@ -131,8 +147,8 @@ impl Graph {
     }
 
     /// The batching policy's first part: image by image through the steps up to the first point where one
-    /// value of at most [`BATCH_FROM`] pixels is all that is live (found on image 0), then the values
-    /// concatenated. Returns how many of `steps` ran.
+    /// value of at most [`BATCH_FROM`] pixels is all that is live (found on image 0; every step in a graph that
+    /// runs image by image), then the values concatenated. Returns how many of `steps` ran.
     fn run_per_image(
         &self,
         plan: &Plan,
@@ -142,14 +158,11 @@ impl Graph {
         n: usize,
     ) -> Result<usize> {
         let image = |vals: &Values, i: usize| -> Result<Values> {
-            vals.iter()
-                .map(|v| v.as_ref().map(|t| t.narrow(0, i, 1)).transpose())
-                .collect::<Result<_, _>>()
-                .map_err(Error::from)
+            vals.iter().map(|v| v.as_ref().map(|t| image_part(t, n, i)).transpose()).collect::<Result<_>>()
         };
         let live_small =
             vals.iter().zip(uses.iter()).all(|(v, u)| v.as_ref().is_none_or(|t| *u == 0 || spatial(t) <= BATCH_FROM));
-        if live_small {
+        if live_small && !self.per_image {
             return Ok(0);
         }
         let mut first = image(vals, 0)?;
@@ -160,7 +173,7 @@ impl Graph {
             cut = k + 1;
             let y = plan.steps[s].out;
             let live: Vec<usize> = (0..first.len()).filter(|&i| first[i].is_some() && u0[i] > 0).collect();
-            if live == [y.0] && spatial(first[y.0].as_ref().ok_or_else(|| missing(self, y))?) <= BATCH_FROM {
+            if !self.per_image && live == [y.0] && spatial(first[y.0].as_ref().ok_or_else(|| missing(self, y))?) <= BATCH_FROM {
                 break;
             }
         }
@@ -350,13 +363,23 @@ impl Split {
 #[derive(Clone, Debug)]
 pub struct Prefix {
     pub values: Vec<(NodeId, Tensor)>,
+    /// The batch's images.
+    pub n: usize,
 }
 
 impl Prefix {
     /// The images `idx` of the batch.
     pub fn index_select(&self, idx: &Tensor) -> Result<Prefix> {
-        let values = self.values.iter().map(|(id, t)| Ok((*id, t.index_select(idx, 0)?))).collect::<Result<_>>()?;
-        Ok(Prefix { values })
+        let idx: Vec<u32> = idx.to_dtype(candle_core::DType::U32)?.to_vec1()?;
+        let values = self
+            .values
+            .iter()
+            .map(|(id, t)| {
+                let parts = idx.iter().map(|&i| image_part(t, self.n, i as usize)).collect::<Result<Vec<_>>>()?;
+                Ok((*id, Tensor::cat(&parts, 0)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prefix { values, n: idx.len() })
     }
     /// Image `i`, repeated `times` (a batch of one image's variations).
     pub fn repeat_image(&self, i: usize, times: usize) -> Result<Prefix> {
@@ -364,12 +387,17 @@ impl Prefix {
             .values
             .iter()
             .map(|(id, t)| {
-                let one = t.narrow(0, i, 1)?;
+                let one = image_part(t, self.n, i)?;
                 let rep: Vec<&Tensor> = std::iter::repeat_n(&one, times).collect();
                 Ok((*id, Tensor::cat(&rep, 0)?))
             })
             .collect::<Result<_>>()?;
-        Ok(Prefix { values })
+        Ok(Prefix { values, n: times })
+    }
+    /// Image `i` alone.
+    pub fn image(&self, i: usize) -> Result<Prefix> {
+        let values = self.values.iter().map(|(id, t)| Ok((*id, image_part(t, self.n, i)?))).collect::<Result<_>>()?;
+        Ok(Prefix { values, n: 1 })
     }
     pub fn get(&self, id: NodeId) -> Option<&Tensor> {
         self.values.iter().find(|(i, _)| *i == id).map(|(_, t)| t)
@@ -389,10 +417,11 @@ impl Graph {
     pub fn prefix(&self, split: &Split, x: &Tensor) -> Result<Prefix> {
         let mut vals: Values = vec![None; self.nodes().len()];
         vals[0] = Some(x.clone());
-        crate::ops::in_pool(|| self.run_untracked(&split.plan, &mut vals, &split.before, &split.boundary))?;
+        let n = x.dim(0)?;
+        crate::ops::in_pool(|| self.run_untracked(&split.plan, &mut vals, &split.before, &split.boundary, n))?;
         let values =
             split.boundary.iter().map(|id| Ok((*id, get(self, &vals, *id)?.clone()))).collect::<Result<_>>()?;
-        Ok(Prefix { values })
+        Ok(Prefix { values, n })
     }
 
     /// The steps after a split, untracked: the output, and the values of `keep`.
@@ -400,7 +429,7 @@ impl Graph {
         let mut vals = self.values_from(p);
         let mut k = keep.to_vec();
         k.push(self.output());
-        crate::ops::in_pool(|| self.run_untracked(&split.plan, &mut vals, &split.after, &k))?;
+        crate::ops::in_pool(|| self.run_untracked(&split.plan, &mut vals, &split.after, &k, p.n))?;
         let kept = keep.iter().map(|id| Ok(get(self, &vals, *id)?.clone())).collect::<Result<_>>()?;
         Ok((get(self, &vals, self.output())?.clone(), kept))
     }
@@ -415,6 +444,9 @@ impl Graph {
         dout: impl FnOnce(&Tensor) -> Result<Grad> + Send,
         bp: Backprop,
     ) -> Result<(Tensor, Vec<(Tensor, Grad)>, Vec<Tensor>)> {
+        if self.per_image && p.n > 1 {
+            return self.finish_with_gradients_per_image(split, p, dout, bp);
+        }
         crate::ops::in_pool(|| {
             let mut vals = self.values_from(p);
             let mut keep = split.targets.clone();
@@ -427,6 +459,59 @@ impl Graph {
             let acts = split.targets.iter().map(|t| get(self, &vals, *t).cloned()).collect::<Result<Vec<_>>>()?;
             let also = split.also.iter().map(|t| get(self, &vals, *t).cloned()).collect::<Result<Vec<_>>>()?;
             Ok((out, acts.into_iter().zip(grads).collect(), also))
+        })
+    }
+
+    /// [`Graph::finish_with_gradients`] for a graph that runs image by image: each image taped, the outputs
+    /// joined for `dout`, then each image's backward from its rows of d/d(output).
+    #[allow(clippy::type_complexity)]
+    fn finish_with_gradients_per_image(
+        &self,
+        split: &Split,
+        p: &Prefix,
+        dout: impl FnOnce(&Tensor) -> Result<Grad> + Send,
+        bp: Backprop,
+    ) -> Result<(Tensor, Vec<(Tensor, Grad)>, Vec<Tensor>)> {
+        crate::ops::in_pool(|| {
+            let mut keep = split.targets.clone();
+            keep.extend(&split.also);
+            keep.push(self.output());
+            let mut taped = vec![];
+            for i in 0..p.n {
+                let mut vals = self.values_from(&p.image(i)?);
+                let dims = self.run_taped(&split.plan, &mut vals, &split.after, &keep)?;
+                taped.push((vals, dims));
+            }
+            let outs = taped.iter().map(|(v, _)| get(self, v, self.output())).collect::<Result<Vec<_>>>()?;
+            let out = Tensor::cat(&outs, 0)?;
+            let d = dout(&out)?;
+            let per = d.data.len() / p.n;
+            let mut dims1 = d.dims.clone();
+            dims1[0] /= p.n;
+            let mut acts: Vec<Vec<Tensor>> = vec![vec![]; split.targets.len()];
+            let mut grads: Vec<Vec<Grad>> = vec![vec![]; split.targets.len()];
+            let mut also: Vec<Vec<Tensor>> = vec![vec![]; split.also.len()];
+            for (i, (vals, dims)) in taped.iter().enumerate() {
+                let di = Grad { data: d.data[i * per..(i + 1) * per].to_vec(), dims: dims1.clone() };
+                let g = self.backward(&split.plan, vals, dims, &split.after, di, bp, &split.targets)?;
+                for (k, (t, g)) in split.targets.iter().zip(g).enumerate() {
+                    acts[k].push(get(self, vals, *t)?.clone());
+                    grads[k].push(g);
+                }
+                for (k, t) in split.also.iter().enumerate() {
+                    also[k].push(get(self, vals, *t)?.clone());
+                }
+            }
+            let join = |ts: Vec<Tensor>| -> Result<Tensor> { Ok(Tensor::cat(&ts, 0)?) };
+            let mut pairs = vec![];
+            for (a, g) in acts.into_iter().zip(grads) {
+                let mut dims = g[0].dims.clone();
+                dims[0] = g.iter().map(|g| g.dims[0]).sum();
+                let data = g.into_iter().flat_map(|g| g.data).collect();
+                pairs.push((join(a)?, Grad { data, dims }));
+            }
+            let also = also.into_iter().map(join).collect::<Result<Vec<_>>>()?;
+            Ok((out, pairs, also))
         })
     }
 }

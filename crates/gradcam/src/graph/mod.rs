@@ -56,6 +56,9 @@ pub struct Graph {
     aliases: Vec<(String, NodeId)>,
     by_name: HashMap<String, NodeId>,
     consumers: Vec<Vec<NodeId>>,
+    /// Every value is computed image by image (an imported graph: its shapes were fixed for one image, and a
+    /// value's first dimension need not be the batch's).
+    per_image: bool,
     plans: std::sync::Mutex<HashMap<Vec<NodeId>, Arc<exec::Plan>>>,
     folds: std::sync::Mutex<HashMap<NodeId, nodes::Conv>>,
 }
@@ -72,6 +75,10 @@ impl Graph {
     }
     pub fn output(&self) -> NodeId {
         self.output
+    }
+    /// Whether the graph runs image by image (see [`Builder::per_image`]).
+    pub fn is_per_image(&self) -> bool {
+        self.per_image
     }
     pub fn aliases(&self) -> &[(String, NodeId)] {
         &self.aliases
@@ -115,6 +122,7 @@ pub struct Builder {
     nodes: Vec<Node>,
     aliases: Vec<(String, NodeId)>,
     calls: HashMap<String, usize>,
+    per_image: bool,
 }
 
 impl Default for Builder {
@@ -129,6 +137,7 @@ impl Builder {
             nodes: vec![Node { name: "input".into(), op: Arc::new(Input), inputs: vec![], inplace: false }],
             aliases: vec![],
             calls: HashMap::new(),
+            per_image: false,
         }
     }
 
@@ -155,6 +164,23 @@ impl Builder {
         let id = self.add(name, op, inputs);
         self.nodes[id.0].inplace = true;
         id
+    }
+
+    /// Run the graph image by image: its ops' shapes hold for one image (an imported ONNX graph, whose reshapes
+    /// were fixed for a batch of one and may move the batch away from the first dimension). Values of a batch of
+    /// N are then the N images' values concatenated along the first dimension.
+    pub fn per_image(&mut self) {
+        self.per_image = true;
+    }
+
+    /// A node's op type and inputs, while building.
+    pub fn node_info(&self, id: NodeId) -> Option<(&'static str, Vec<NodeId>)> {
+        self.nodes.get(id.0).map(|n| (n.op.kind(), n.inputs.clone()))
+    }
+
+    /// Whether a node of that name exists.
+    pub fn has_node(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == name)
     }
 
     /// Another name for a node's output (a container module: `layer4` for the last block's output).
@@ -193,6 +219,7 @@ impl Builder {
             aliases: self.aliases,
             by_name,
             consumers,
+            per_image: self.per_image,
             plans: Default::default(),
             folds: Default::default(),
         })

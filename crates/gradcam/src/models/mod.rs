@@ -66,6 +66,23 @@ impl Normalization {
 /// pass (the fused plan's step outputs). Measured with `gradcam bench --what gradcam,guided-backprop,layercam`.
 pub const PASS_BYTES_FACTOR: u64 = 2;
 
+/// What an imported ONNX model adds to a [`Network`].
+#[derive(Clone, Debug, Default)]
+pub struct OnnxInfo {
+    pub file: std::path::PathBuf,
+    pub opset: i64,
+    /// The exporter, as the file says (`pytorch 2.15.0`).
+    pub producer: String,
+    /// ONNX node and tensor names → nodes (module paths are the graph's aliases).
+    pub names: std::collections::HashMap<String, NodeId>,
+    /// Names that cannot be targeted, with the reason.
+    pub refused: std::collections::HashMap<String, String>,
+    /// Things the user should know about how the model is read (a Softmax stepped over, several outputs).
+    pub notes: Vec<String>,
+    /// Whether the model is a transformer (token values, attention).
+    pub token_model: bool,
+}
+
 /// A classifier network.
 pub struct Network {
     /// The model's name in the zoo (`resnet50`, `efficientnet_lite0`, …).
@@ -82,6 +99,10 @@ pub struct Network {
     value_bytes: std::sync::OnceLock<u64>,
     /// Every node's output shape for one image of the input size.
     shapes: std::sync::OnceLock<Vec<Vec<usize>>>,
+    /// Set for a model imported from an ONNX file.
+    pub onnx: Option<OnnxInfo>,
+    /// How layers' values become channel maps (`--reshape`).
+    pub reshape: crate::cam::layout::Reshape,
 }
 
 /// A layer a user may target.
@@ -118,6 +139,8 @@ impl Network {
             default_layer,
             value_bytes: Default::default(),
             shapes: Default::default(),
+            onnx: None,
+            reshape: Default::default(),
         })
     }
 
@@ -126,6 +149,12 @@ impl Network {
     pub fn with_input_size(mut self, h: usize, w: usize) -> Result<Self> {
         if !(32..=4096).contains(&h) || !(32..=4096).contains(&w) {
             return Err(Error::invalid(format!("input size {h}x{w}: expected 32 to 4096 pixels a side")));
+        }
+        if self.graph.is_per_image() && (h, w) != self.input_size {
+            return Err(Error::invalid(format!(
+                "{}: an imported model's input size is set when it is read ({}x{}); it cannot change to {h}x{w}",
+                self.name, self.input_size.0, self.input_size.1
+            )));
         }
         self.input_size = (h, w);
         self.value_bytes = Default::default();
@@ -170,13 +199,18 @@ impl Network {
 
     /// The node of a layer name, or an error listing some of the names.
     pub fn layer(&self, name: &str) -> Result<NodeId> {
+        if let Some(info) = &self.onnx {
+            if let Some(why) = info.refused.get(name) {
+                return Err(Error::invalid(why.clone()));
+            }
+            if self.graph.find(name).is_none() {
+                if let Some(id) = info.names.get(name) {
+                    return self.layer_node(name, *id);
+                }
+            }
+        }
         match self.graph.find(name) {
-            Some(id) if id != self.graph.output() && id != self.graph.input() => Ok(id),
-            Some(_) => Err(Error::invalid(format!(
-                "`{name}` of model {} is the network's {}: not a layer a map can be made at",
-                self.name,
-                if self.graph.find(name) == Some(self.graph.input()) { "input" } else { "output (the logits)" }
-            ))),
+            Some(id) => self.layer_node(name, id),
             None => {
                 let first = name.split('.').next().unwrap_or(name);
                 let mut near: Vec<String> =
@@ -196,6 +230,17 @@ impl Network {
                 )))
             }
         }
+    }
+
+    fn layer_node(&self, name: &str, id: NodeId) -> Result<NodeId> {
+        if id != self.graph.output() && id != self.graph.input() {
+            return Ok(id);
+        }
+        Err(Error::invalid(format!(
+            "`{name}` of model {} is the network's {}: not a layer a map can be made at",
+            self.name,
+            if id == self.graph.input() { "input" } else { "output (the logits)" }
+        )))
     }
 
     /// The default target layer's name (as pytorch-grad-cam's README suggests: `layer4`, `features[-1]`, …).
@@ -258,6 +303,19 @@ impl Network {
             Ok(())
         })?;
         Ok(self.shapes.get_or_init(|| shapes))
+    }
+
+    /// Every node's full output shape (the batch dimension included) for one image of the input size: in a graph
+    /// that runs image by image a value's first dimension need not be the batch's.
+    pub fn layer_shapes_batch1(&self) -> Result<Vec<Vec<usize>>> {
+        let (h, w) = self.input_size;
+        let x = Tensor::zeros((1, 3, h, w), candle_core::DType::F32, &self.device)?;
+        let mut shapes = vec![vec![]; self.graph.nodes().len()];
+        self.graph.visit(&x, &mut |id, t| {
+            shapes[id.0] = t.dims().to_vec();
+            Ok(())
+        })?;
+        Ok(shapes)
     }
 
     /// The output shape (without the batch dimension) of a layer for one image of the input size.
