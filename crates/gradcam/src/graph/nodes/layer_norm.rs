@@ -239,7 +239,7 @@ pub(crate) mod tests {
     #[test]
     fn from_tensors_normalises_the_last_axis() {
         let c = 32;
-        let g = (rand(&[c], 5) * 0.5 + 1.0).unwrap();
+        let g = rand(&[c], 5).affine(0.5, 1.0).unwrap();
         let b = rand(&[c], 6);
         let op = LayerNorm::from_tensors(g.clone(), b.clone(), 1e-5).unwrap();
         assert_eq!(op.kind(), "LayerNorm");
