@@ -17,22 +17,30 @@ pub enum BinaryKind {
     Div,
 }
 
-/// `a ∘ b`; `constant` holds b when it is a weight (a layer scale), else b is the second input.
+/// `a ∘ b`; `constant` holds b when it is a weight (a layer scale), else b is the second input. With
+/// `constant_first`, `constant` holds a instead and the one input is b (`1 - x`, `1 / x`).
 #[derive(Clone, Debug)]
 pub struct Binary {
     pub kind: BinaryKind,
     pub constant: Option<Tensor>,
+    /// The constant is the first operand (only with `constant` set).
+    pub constant_first: bool,
 }
 
 impl Binary {
     pub fn new(kind: BinaryKind) -> Self {
-        Binary { kind, constant: None }
+        Binary { kind, constant: None, constant_first: false }
     }
     pub fn with_constant(kind: BinaryKind, b: Tensor) -> Self {
-        Binary { kind, constant: Some(b) }
+        Binary { kind, constant: Some(b), constant_first: false }
+    }
+    /// `a ∘ x` with `a` a constant and x the one input (ONNX's `Sub(1, x)`, `Div(1, x)`).
+    pub fn with_constant_first(kind: BinaryKind, a: Tensor) -> Self {
+        Binary { kind, constant: Some(a), constant_first: true }
     }
     fn operands<'a>(&'a self, x: &'a [&'a Tensor]) -> Result<(&'a Tensor, &'a Tensor)> {
         match (&self.constant, x) {
+            (Some(a), [b]) if self.constant_first => Ok((a, b)),
             (Some(b), [a]) => Ok((a, b)),
             (None, [a, b]) => Ok((a, b)),
             _ => candle_core::bail!("{}: wrong number of inputs", self.kind()),
@@ -253,7 +261,7 @@ impl Binary {
 }
 
 /// The gradient `g` (shape of the broadcast result) summed down to `shape`.
-fn reduce_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn reduce_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let mut g = g.clone();
     let extra = g.rank() - shape.len();
     for _ in 0..extra {
@@ -291,10 +299,14 @@ impl Op for Binary {
     fn saves(&self) -> Saves {
         match self.kind {
             BinaryKind::Add | BinaryKind::Sub => Saves::NOTHING,
+            BinaryKind::Mul if self.constant_first => Saves::NOTHING,
             BinaryKind::Mul | BinaryKind::Div => Saves::INPUTS,
         }
     }
     fn backward(&self, ctx: &Ctx, dy: Grad) -> Result<Vec<Option<Grad>>> {
+        if self.constant_first {
+            return self.constant_first_backward(ctx, dy);
+        }
         let b_dims = match &self.constant {
             Some(b) => b.dims(),
             None => &ctx.input_dims[1][..],
@@ -310,6 +322,32 @@ impl Op for Binary {
 }
 
 impl Binary {
+    /// d(a ∘ x)/dx for a constant a: dy, −dy, dy·a, −dy·a/x², summed down to x's shape.
+    fn constant_first_backward(&self, ctx: &Ctx, dy: Grad) -> Result<Vec<Option<Grad>>> {
+        if !ctx.need.first().copied().unwrap_or(false) {
+            return Ok(vec![None]);
+        }
+        let a = match &self.constant {
+            Some(a) => a,
+            None => candle_core::bail!("{}: a constant first operand is missing", self.kind()),
+        };
+        let x_shape = &ctx.input_dims[0];
+        if dy.dims == *x_shape && matches!(self.kind, BinaryKind::Add) {
+            return Ok(vec![Some(dy)]);
+        }
+        let g = dy.into_tensor(&candle_core::Device::Cpu)?;
+        let gx = match self.kind {
+            BinaryKind::Add => g,
+            BinaryKind::Sub => g.neg()?,
+            BinaryKind::Mul => g.broadcast_mul(a)?,
+            BinaryKind::Div => {
+                let x = ctx.input(0, "binary")?;
+                g.broadcast_mul(a)?.broadcast_div(&x.sqr()?)?.neg()?
+            }
+        };
+        Ok(vec![Some(Grad::from_tensor(&reduce_to(&gx, x_shape)?)?)])
+    }
+
     fn general_backward(&self, ctx: &Ctx, dy: Grad) -> Result<Vec<Option<Grad>>> {
         let dev = candle_core::Device::Cpu;
         let da_shape = &ctx.input_dims[0];
@@ -436,5 +474,82 @@ mod tests {
         assert_eq!(fast_layout(BinaryKind::Sub, &[2, 3], &[2, 3]), None);
         assert_eq!(fast_layout(BinaryKind::Mul, &[2, 3, 4, 4], &[3, 4, 1]), None);
         assert_eq!(fast_layout(BinaryKind::Mul, &[2, 3, 4, 4], &[2, 1, 1, 1]), None);
+    }
+
+    /// Every kind, the second operand a variable or a constant, broadcast either way (and the constant as the
+    /// first operand): forward against f64 loops, gradients against central differences (step 1e-2, relative to
+    /// the largest gradient: 2e-3). Divisors are kept away from 0 (|b| ≥ 0.5).
+    #[test]
+    fn all_kinds_broadcast_both_ways_with_correct_gradients() {
+        use super::super::testutil::{fd_inputs, v};
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[1, 4], &[2, 3, 4]),
+            (&[2, 1, 4], &[3, 1]),
+            (&[2, 3, 4, 5], &[1, 3, 1, 1]),
+            (&[3], &[2, 1, 3]),
+        ];
+        let away = |t: Tensor| -> Tensor {
+            // |b| in [0.5, 1.5): sign(b)·(|b| + 0.5)
+            let s = t.ge(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let sign = ((s * 2.0).unwrap() - 1.0).unwrap();
+            ((t.abs().unwrap() + 0.5).unwrap() * sign).unwrap()
+        };
+        let reference = |kind: BinaryKind, a: &Tensor, b: &Tensor| -> (Vec<usize>, Vec<f32>) {
+            let out = super::super::expand::broadcast_shape(a.dims(), b.dims()).unwrap();
+            let at = |t: &Tensor| v(&t.broadcast_as(out.as_slice()).unwrap().contiguous().unwrap());
+            let (av, bv) = (at(a), at(b));
+            let y = av
+                .iter()
+                .zip(&bv)
+                .map(|(&x, &y)| {
+                    let (x, y) = (x as f64, y as f64);
+                    (match kind {
+                        BinaryKind::Add => x + y,
+                        BinaryKind::Sub => x - y,
+                        BinaryKind::Mul => x * y,
+                        BinaryKind::Div => x / y,
+                    }) as f32
+                })
+                .collect();
+            (out, y)
+        };
+        let close =
+            |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1e-6 * w.abs().max(1.0));
+        for kind in [BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul, BinaryKind::Div] {
+            for (i, &(da, db)) in cases.iter().enumerate() {
+                let a = rand(da, 10 * i as u64 + 1);
+                let b = away(rand(db, 10 * i as u64 + 2));
+                let (out, want) = reference(kind, &a, &b);
+                // two inputs
+                let op = Binary::new(kind);
+                let y = op.forward(&[&a, &b]).unwrap();
+                assert_eq!(y.dims(), out.as_slice(), "{kind:?} case {i}");
+                assert!(close(&v(&y), &want), "{kind:?} case {i}");
+                let w = fd_inputs(&op, &[a.clone(), b.clone()], 60, 1e-2);
+                assert!(w.iter().all(|w| *w < 2e-3), "{kind:?} case {i}: {w:?}");
+                // b constant
+                let op = Binary::with_constant(kind, b.clone());
+                let y = op.forward(&[&a]).unwrap();
+                assert!(close(&v(&y), &want), "{kind:?} case {i} (constant second)");
+                let w = fd_inputs(&op, &[a.clone()], 60, 1e-2);
+                assert!(w[0] < 2e-3, "{kind:?} case {i} (constant second): {w:?}");
+                // the constant first: a ∘ x with x = b
+                let op = Binary::with_constant_first(kind, a.clone());
+                let y = op.forward(&[&b]).unwrap();
+                assert_eq!(y.dims(), out.as_slice());
+                assert!(close(&v(&y), &want), "{kind:?} case {i} (constant first)");
+                let w = fd_inputs(&op, &[b.clone()], 60, 1e-2);
+                assert!(w[0] < 2e-3, "{kind:?} case {i} (constant first): {w:?}");
+            }
+        }
+        // 1 - x and 1 / x, scalars as ONNX gives them (a 0-D constant)
+        let one = Tensor::new(1f32, &candle_core::Device::Cpu).unwrap();
+        let x = away(rand(&[2, 3], 5));
+        let y = Binary::with_constant_first(BinaryKind::Sub, one.clone()).forward(&[&x]).unwrap();
+        assert_eq!(v(&y), v(&x).iter().map(|x| 1.0 - x).collect::<Vec<_>>());
+        let y = Binary::with_constant_first(BinaryKind::Div, one).forward(&[&x]).unwrap();
+        assert_eq!(v(&y), v(&x).iter().map(|x| 1.0 / x).collect::<Vec<_>>());
     }
 }

@@ -76,6 +76,24 @@ impl Conv {
         Ok(Conv { weight, bias, stride: s.stride, groups: s.groups, padding: s.padding, act: None, folded: false })
     }
 
+    /// From a weight (O, I/groups, kh, kw) (kh ≠ kw allowed), an optional bias (O) (zeros without), a stride
+    /// and four pads (top, left, bottom, right: [`Pad`]).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, stride: usize, pads: Pad, groups: usize) -> Result<Conv> {
+        let (o, _, _, _) = weight.dims4()?;
+        if groups == 0 || o % groups != 0 || stride == 0 {
+            candle_core::bail!("Conv: weight {:?} with {groups} groups, stride {stride}", weight.dims())
+        }
+        let weight = weight.contiguous()?;
+        let bias = match bias {
+            Some(b) => b.flatten_all()?,
+            None => Tensor::zeros(o, weight.dtype(), weight.device())?,
+        };
+        if bias.elem_count() != o {
+            candle_core::bail!("Conv: weight {:?} with {} biases", weight.dims(), bias.elem_count())
+        }
+        Ok(Conv { weight, bias, stride, groups, padding: Padding::Fixed(pads), act: None, folded: false })
+    }
+
     pub fn config(&self, h: usize, w: usize) -> Result<ConvConfig> {
         let (_, _, kh, kw) = self.weight.dims4()?;
         Ok(match self.padding {
@@ -117,5 +135,46 @@ impl Op for Conv {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{fd_inputs, max_diff, v};
+    use super::*;
+    use crate::ops::testutil::rand;
+
+    /// Non-square kernels with asymmetric pads, grouped or not: against candle's stock convolution of the
+    /// explicitly padded input (within 1e-5), and the input gradient against central differences.
+    #[test]
+    fn from_tensors_non_square_kernels_asymmetric_pads() {
+        for (i, (c, o, kh, kw, stride, pad, groups)) in [
+            (3usize, 4usize, 3usize, 5usize, 1usize, Pad { top: 1, left: 2, bottom: 0, right: 3 }, 1usize),
+            (4, 6, 1, 3, 2, Pad { top: 0, left: 1, bottom: 0, right: 1 }, 2),
+            (4, 4, 5, 2, 1, Pad { top: 2, left: 0, bottom: 3, right: 1 }, 4),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let x = rand(&[1, c, 9, 8], i as u64 + 1);
+            let w = rand(&[o, c / groups, kh, kw], i as u64 + 10);
+            let b = rand(&[o], i as u64 + 20);
+            let op = Conv::from_tensors(w.clone(), Some(b.clone()), stride, pad, groups).unwrap();
+            let y = op.forward(&[&x]).unwrap();
+            let xp = x.pad_with_zeros(2, pad.top, pad.bottom).unwrap().pad_with_zeros(3, pad.left, pad.right).unwrap();
+            let want =
+                xp.conv2d(&w, 0, stride, 1, groups).unwrap().broadcast_add(&b.reshape((1, o, 1, 1)).unwrap()).unwrap();
+            assert_eq!(y.dims(), want.dims(), "case {i}");
+            assert!(max_diff(&v(&y), &v(&want)) < 1e-5, "case {i}");
+            let e = fd_inputs(&op, &[x], 60, 1e-2);
+            assert!(e[0] < 2e-3, "case {i}: {e:?}");
+            // no bias: zeros
+            let op = Conv::from_tensors(w.clone(), None, stride, pad, groups).unwrap();
+            let y0 = op.forward(&[&rand(&[1, c, 9, 8], i as u64 + 1)]).unwrap();
+            let want0 = xp.conv2d(&w, 0, stride, 1, groups).unwrap();
+            assert!(max_diff(&v(&y0), &v(&want0)) < 1e-5, "case {i} (no bias)");
+        }
+        assert!(Conv::from_tensors(rand(&[5, 2, 3, 3], 1), None, 1, Pad::default(), 2).is_err());
+        assert!(Conv::from_tensors(rand(&[4, 2, 3, 3], 1), Some(rand(&[3], 2)), 1, Pad::default(), 2).is_err());
     }
 }

@@ -81,6 +81,16 @@ impl LayerNorm {
         let beta = vb.get(c, "bias")?.to_vec1::<f32>()?;
         Ok(LayerNorm { gamma, beta, eps, channels_first: false })
     }
+    /// Over the last axis of an input of any rank (ONNX `LayerNormalization` with axis −1), from γ and β
+    /// (any shape of C values each).
+    pub fn from_tensors(gamma: Tensor, beta: Tensor, eps: f64) -> Result<Self> {
+        let gamma = gamma.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let beta = beta.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        if gamma.len() != beta.len() || gamma.is_empty() {
+            candle_core::bail!("LayerNorm: {} scales and {} biases", gamma.len(), beta.len())
+        }
+        Ok(LayerNorm { gamma, beta, eps, channels_first: false })
+    }
     /// torchvision's `LayerNorm2d(c)`.
     pub fn new_2d(vb: VarBuilder, c: usize, eps: f64) -> Result<Self> {
         Ok(LayerNorm { channels_first: true, ..Self::new(vb, c, eps)? })
@@ -222,5 +232,24 @@ pub(crate) mod tests {
         let x = rand(&[2, 16, 3, 5], 4);
         let worst = fd_op(&ln(16, true), &x, 60, 1e-2);
         assert!(worst < 2e-3, "LayerNorm2d: {worst}");
+    }
+
+    /// ONNX `LayerNormalization` over the last axis of a rank-3 input (a transformer's (1, tokens, C)):
+    /// against candle's layer norm, and the gradient against central differences.
+    #[test]
+    fn from_tensors_normalises_the_last_axis() {
+        let c = 32;
+        let g = rand(&[c], 5).affine(0.5, 1.0).unwrap();
+        let b = rand(&[c], 6);
+        let op = LayerNorm::from_tensors(g.clone(), b.clone(), 1e-5).unwrap();
+        assert_eq!(op.kind(), "LayerNorm");
+        let x = rand(&[1, 17, c], 7);
+        let y = op.forward(&[&x]).unwrap();
+        let want = candle_nn::ops::layer_norm(&x, &g, &b, 1e-5).unwrap();
+        let d = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "{d}");
+        let worst = fd_op(&op, &x, 60, 1e-2);
+        assert!(worst < 2e-3, "{worst}");
+        assert!(LayerNorm::from_tensors(g, rand(&[c + 1], 1), 1e-5).is_err());
     }
 }

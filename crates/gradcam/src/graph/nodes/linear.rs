@@ -17,6 +17,18 @@ impl Linear {
         let w = vb.get((cout, cin), "weight")?;
         Ok(Linear { weight_t: w.t()?.contiguous()?, bias: vb.get(cout, "bias")? })
     }
+    /// From W (K, C) and an optional b (K) (zeros without).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (k, _) = weight.dims2()?;
+        let bias = match bias {
+            Some(b) => b.flatten_all()?,
+            None => Tensor::zeros(k, weight.dtype(), weight.device())?,
+        };
+        if bias.elem_count() != k {
+            candle_core::bail!("Linear: weight {:?} with {} biases", weight.dims(), bias.elem_count())
+        }
+        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
+    }
     pub fn out_features(&self) -> usize {
         self.bias.dims().first().copied().unwrap_or(0)
     }
@@ -60,5 +72,35 @@ impl Op for Linear {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{fd_inputs, max_diff, v};
+    use super::*;
+    use crate::ops::testutil::rand;
+
+    #[test]
+    fn from_tensors_matches_candle_matmul() {
+        let (c, k) = (12, 7);
+        let w = rand(&[k, c], 1);
+        let b = rand(&[k], 2);
+        let x = rand(&[3, c], 3);
+        let want = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let op = Linear::from_tensors(w.clone(), Some(b)).unwrap();
+        assert!(max_diff(&v(&op.forward(&[&x]).unwrap()), &v(&want)) < 1e-5);
+        assert!(fd_inputs(&op, &[x.clone()], 36, 1e-2)[0] < 1e-3);
+        let op = Linear::from_tensors(w.clone(), None).unwrap();
+        assert!(max_diff(&v(&op.forward(&[&x]).unwrap()), &v(&x.matmul(&w.t().unwrap()).unwrap())) < 1e-5);
+        // LinearNd on (1, 17, c)
+        let x3 = rand(&[1, 17, c], 4);
+        let op = crate::graph::nodes::LinearNd::from_tensors(w.clone(), Some(rand(&[k], 2))).unwrap();
+        let y = op.forward(&[&x3]).unwrap();
+        assert_eq!(y.dims(), &[1, 17, k]);
+        let want = x3.reshape((17, c)).unwrap().matmul(&w.t().unwrap()).unwrap().broadcast_add(&rand(&[k], 2)).unwrap();
+        assert!(max_diff(&v(&y), &v(&want)) < 1e-5);
+        assert!(fd_inputs(&op, &[x3], 40, 1e-2)[0] < 1e-3);
+        assert!(Linear::from_tensors(w, Some(rand(&[k + 1], 2))).is_err());
     }
 }

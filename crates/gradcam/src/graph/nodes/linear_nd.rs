@@ -31,6 +31,24 @@ impl LinearNd {
     }
 }
 
+impl LinearNd {
+    /// From W (K, C) and an optional b (K) (zeros without).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (cout, cin) = weight.dims2()?;
+        let w = weight.to_dtype(candle_core::DType::F32)?;
+        let bias = match bias {
+            Some(b) => b.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+            None => vec![0f32; cout],
+        };
+        if bias.len() != cout {
+            candle_core::bail!("Linear: weight {:?} with {} biases", weight.dims(), bias.len())
+        }
+        let weight = w.flatten_all()?.to_vec1::<f32>()?;
+        let weight_t = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(LinearNd { weight, weight_t, bias, cin, cout })
+    }
+}
+
 impl Op for LinearNd {
     fn kind(&self) -> &'static str {
         "Linear"

@@ -32,6 +32,18 @@ impl BatchNorm {
         BatchNorm { gamma, beta, mean, var, eps, scale, shift }
     }
 
+    /// From γ, β, the running mean and variance (C values each, any shape).
+    pub fn from_tensors(gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, eps: f64) -> Result<Self> {
+        let v =
+            |t: Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>() };
+        let (g, b, m, s) = (v(gamma)?, v(beta)?, v(mean)?, v(var)?);
+        let c = g.len();
+        if b.len() != c || m.len() != c || s.len() != c {
+            candle_core::bail!("BatchNorm: {c} scales, {} biases, {} means, {} variances", b.len(), m.len(), s.len())
+        }
+        Ok(Self::from_stats(g, b, m, s, eps))
+    }
+
     /// γ/√(σ²+ε) in f64 (what folding multiplies the weights by).
     pub fn scale_of(gamma: &[f32], var: &[f32], eps: f64) -> Vec<f64> {
         gamma.iter().zip(var).map(|(g, v)| *g as f64 / (*v as f64 + eps).sqrt()).collect()
@@ -70,5 +82,32 @@ impl Op for BatchNorm {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{fd_inputs, v};
+    use super::*;
+    use crate::ops::testutil::rand;
+
+    #[test]
+    fn from_tensors_matches_the_f64_formula() {
+        let c = 5;
+        let g = rand(&[c], 1);
+        let b = rand(&[c], 2);
+        let m = rand(&[c], 3);
+        let s = (rand(&[c], 4).abs().unwrap() + 0.1).unwrap();
+        let op = BatchNorm::from_tensors(g.clone(), b.clone(), m.clone(), s.clone(), 1e-5).unwrap();
+        let x = rand(&[2, c, 3, 4], 5);
+        let y = v(&op.forward(&[&x]).unwrap());
+        let (gv, bv, mv, sv, xv) = (v(&g), v(&b), v(&m), v(&s), v(&x));
+        for (i, (yi, xi)) in y.iter().zip(&xv).enumerate() {
+            let ch = (i / 12) % c;
+            let want = (*xi as f64 - mv[ch] as f64) / (sv[ch] as f64 + 1e-5).sqrt() * gv[ch] as f64 + bv[ch] as f64;
+            assert!((*yi as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "{i}");
+        }
+        assert!(fd_inputs(&op, &[x], 40, 1e-2)[0] < 1e-3);
+        assert!(BatchNorm::from_tensors(g, b, m, rand(&[4], 6), 1e-5).is_err());
     }
 }

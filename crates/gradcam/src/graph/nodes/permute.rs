@@ -102,6 +102,10 @@ impl Op for Permute {
         if x[0].rank() != self.dims.len() {
             candle_core::bail!("permute {:?} of a tensor of shape {:?}", self.dims, x[0].dims())
         }
+        if x[0].dtype() != candle_core::DType::F32 {
+            // the importer's constant folder (I64, U8): candle's own copy
+            return x[0].permute(self.dims.as_slice())?.contiguous();
+        }
         let (v, dims) = crate::ops::with_f32(x[0], "permute", |v| permute_values(v, x[0].dims(), &self.dims))?;
         Tensor::from_vec(v, dims, x[0].device())
     }
@@ -145,5 +149,27 @@ mod tests {
             assert_eq!(g.dims, dims.to_vec());
             assert_eq!(g.data, v);
         }
+    }
+
+    /// I64 and U8 (the importer's constant folder) go through candle's own permute; Concat likewise.
+    #[test]
+    fn permutes_and_concatenates_integer_tensors() {
+        let dev = candle_core::Device::Cpu;
+        let t = Tensor::arange(0i64, 24, &dev).unwrap().reshape((2, 3, 4)).unwrap();
+        let y = Permute::new(&[2, 0, 1]).forward(&[&t]).unwrap();
+        let want = t.permute((2, 0, 1)).unwrap().contiguous().unwrap();
+        assert_eq!(y.dims(), &[4, 2, 3]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<i64>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<i64>().unwrap()
+        );
+        let u = t.to_dtype(candle_core::DType::U8).unwrap();
+        let y = Permute::new(&[1, 0, 2]).forward(&[&u]).unwrap();
+        assert_eq!(y.dims(), &[3, 2, 4]);
+        assert_eq!(y.get(1).unwrap().get(1).unwrap().to_vec1::<u8>().unwrap(), vec![16, 17, 18, 19]);
+        let a = Tensor::new(&[1i64, 3], &dev).unwrap();
+        let b = Tensor::new(&[-1i64], &dev).unwrap();
+        let c = crate::graph::nodes::Concat { dim: 0 }.forward(&[&a, &b]).unwrap();
+        assert_eq!(c.to_vec1::<i64>().unwrap(), vec![1, 3, -1]);
     }
 }
