@@ -533,14 +533,14 @@ mod tests {
                 let op = Binary::with_constant(kind, b.clone());
                 let y = op.forward(&[&a]).unwrap();
                 assert!(close(&v(&y), &want), "{kind:?} case {i} (constant second)");
-                let w = fd_inputs(&op, &[a.clone()], 60, 1e-2);
+                let w = fd_inputs(&op, std::slice::from_ref(&a), 60, 1e-2);
                 assert!(w[0] < 2e-3, "{kind:?} case {i} (constant second): {w:?}");
                 // the constant first: a ∘ x with x = b
                 let op = Binary::with_constant_first(kind, a.clone());
                 let y = op.forward(&[&b]).unwrap();
                 assert_eq!(y.dims(), out.as_slice());
                 assert!(close(&v(&y), &want), "{kind:?} case {i} (constant first)");
-                let w = fd_inputs(&op, &[b.clone()], 60, 1e-2);
+                let w = fd_inputs(&op, std::slice::from_ref(&b), 60, 1e-2);
                 assert!(w[0] < 2e-3, "{kind:?} case {i} (constant first): {w:?}");
             }
         }

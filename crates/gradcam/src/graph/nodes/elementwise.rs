@@ -243,7 +243,9 @@ mod tests {
     use super::super::testutil::{fd_inputs, v};
     use super::*;
 
-    fn all() -> Vec<(Elementwise, fn(f64) -> f64)> {
+    type Reference = fn(f64) -> f64;
+
+    fn all() -> Vec<(Elementwise, Reference)> {
         vec![
             (Elementwise::Clip { min: -0.5, max: 1.25 }, |x| x.clamp(-0.5, 1.25)),
             (Elementwise::LeakyRelu { alpha: 0.1 }, |x| if x >= 0.0 { x } else { 0.1f32 as f64 * x }),

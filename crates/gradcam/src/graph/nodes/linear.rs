@@ -90,7 +90,7 @@ mod tests {
         let want = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
         let op = Linear::from_tensors(w.clone(), Some(b)).unwrap();
         assert!(max_diff(&v(&op.forward(&[&x]).unwrap()), &v(&want)) < 1e-5);
-        assert!(fd_inputs(&op, &[x.clone()], 36, 1e-2)[0] < 1e-3);
+        assert!(fd_inputs(&op, std::slice::from_ref(&x), 36, 1e-2)[0] < 1e-3);
         let op = Linear::from_tensors(w.clone(), None).unwrap();
         assert!(max_diff(&v(&op.forward(&[&x]).unwrap()), &v(&x.matmul(&w.t().unwrap()).unwrap())) < 1e-5);
         // LinearNd on (1, 17, c)

@@ -202,7 +202,7 @@ mod tests {
             let y = op.forward(&[&a]).unwrap();
             assert_eq!(y.dims(), dims.as_slice(), "case {i}");
             assert!(max_diff(&v(&y), &want) < 1e-5, "case {i} (constant)");
-            let w = fd_inputs(&op, &[a.clone()], 60, 1e-2);
+            let w = fd_inputs(&op, std::slice::from_ref(&a), 60, 1e-2);
             assert!(w[0] < 2e-3, "case {i} (constant): {w:?}");
         }
         assert!(MatMul::new().forward(&[&rand(&[2, 3], 1), &rand(&[4, 2], 2)]).is_err());

@@ -130,7 +130,7 @@ mod tests {
             }
             assert_eq!(y.dims(), want.dims());
             assert_eq!(v(&y), v(&want), "{before:?} {after:?}");
-            let w = fd_inputs(&op, &[x.clone()], 60, 1e-2);
+            let w = fd_inputs(&op, std::slice::from_ref(&x), 60, 1e-2);
             assert!(w[0] < 1e-3, "{w:?}");
         }
         // rank 1 and 3

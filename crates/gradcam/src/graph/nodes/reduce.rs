@@ -107,7 +107,7 @@ mod tests {
             let count = (xv.len() / n) as f64;
             let want: Vec<f32> = s.iter().map(|s| (s / count) as f32).collect();
             assert!(max_diff(&v(&y), &want) < 1e-6, "{axes:?}");
-            let w = fd_inputs(&op, &[x.clone()], 40, 1e-2);
+            let w = fd_inputs(&op, std::slice::from_ref(&x), 40, 1e-2);
             assert!(w[0] < 1e-3, "{axes:?}: {w:?}");
         }
         assert!(ReduceMean { axes: vec![4], keepdims: true }.forward(&[&x]).is_err());

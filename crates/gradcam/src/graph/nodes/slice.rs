@@ -40,7 +40,7 @@ impl Slice {
         self.len() == 0
     }
     fn check(&self, dims: &[usize]) -> Result<()> {
-        if self.axis >= dims.len() || self.end > dims[self.axis] || self.len() == 0 {
+        if self.axis >= dims.len() || self.end > dims[self.axis] || self.is_empty() {
             candle_core::bail!(
                 "Slice {}..{} step {} along axis {} of a tensor of shape {dims:?}",
                 self.start,
@@ -196,7 +196,7 @@ mod tests {
             want_dims[axis] = pos.len();
             assert_eq!(y.dims(), want_dims.as_slice());
             assert_eq!(v(&y), slice_ref(&xv, &dims, axis, &pos), "{axis} {start} {end} {step}");
-            let w = fd_inputs(&op, &[x.clone()], 60, 1e-2);
+            let w = fd_inputs(&op, std::slice::from_ref(&x), 60, 1e-2);
             assert!(w[0] < 1e-3, "{w:?}");
         }
         assert!(Slice::new(0, 3, 3, 1).is_err());
@@ -221,13 +221,13 @@ mod tests {
         let y = op.forward(&[&x]).unwrap();
         assert_eq!(y.dims(), &[2, 4, 4]);
         assert_eq!(v(&y), slice_ref(&xv, &dims, 1, &op.indices));
-        assert!(fd_inputs(&op, &[x.clone()], 48, 1e-2)[0] < 1e-3);
+        assert!(fd_inputs(&op, std::slice::from_ref(&x), 48, 1e-2)[0] < 1e-3);
         // a scalar index: the axis goes
         let op = Gather { axis: 2, indices: vec![3], keep_axis: false };
         let y = op.forward(&[&x]).unwrap();
         assert_eq!(y.dims(), &[2, 6]);
         assert_eq!(v(&y), slice_ref(&xv, &dims, 2, &[3]));
-        assert!(fd_inputs(&op, &[x.clone()], 48, 1e-2)[0] < 1e-3);
+        assert!(fd_inputs(&op, std::slice::from_ref(&x), 48, 1e-2)[0] < 1e-3);
         let op = Gather { axis: 0, indices: vec![1], keep_axis: false };
         assert_eq!(op.forward(&[&x]).unwrap().dims(), &[6, 4]);
         assert!(Gather { axis: 1, indices: vec![6], keep_axis: true }.forward(&[&x]).is_err());

@@ -132,7 +132,7 @@ mod tests {
                 }
             }
             assert!(max_diff(&y, &want) < 1e-6, "axis {axis}: {}", max_diff(&y, &want));
-            let w = fd_inputs(&op, &[x.clone()], 80, 1e-2);
+            let w = fd_inputs(&op, std::slice::from_ref(&x), 80, 1e-2);
             assert!(w[0] < 2e-3, "axis {axis}: {w:?}");
         }
         // large values do not overflow
