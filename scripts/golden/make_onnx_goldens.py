@@ -167,6 +167,10 @@ MODELS = {
                           ("encoder.layers.encoder_layer_0", "vit")], "vit"),
     "swin": (swin, 64, 17, [("features.3.1.norm1", "swin"), ("features.1.1", "swin")], "swin"),
 }
+# gradcam's default-layer rule (the last feature map of at least 2x2 before pooling; a numbered or direct child named
+# rather than a bare top-level container) where it names another module than the first layer above (same tensor
+# for regnet; squeezenet's last feature map is its classifier's ReLU, before the global pooling)
+DEFAULT_LAYER = {"squeezenet": "classifier.2", "regnet": "trunk_output.block3"}
 DYNAMO_RENAMED = "resnet"  # its model.onnx is renamed after export: the data file keeps the name resnet.onnx.data
 VIT_GRID = (8, 8)
 
@@ -207,7 +211,7 @@ def run_model(name, out, image, written, report):
         t_exp = T.lap()
         index, summ = OC.write_case(d, model_name=name, exporter=exporter, onnx_path=onnx_path, ref=ref,
                                     layers=layers, input_rel=input_rel, x_feed=x.numpy(), input_size=(size, size),
-                                    reshape=reshape)
+                                    reshape=reshape, default_layer=DEFAULT_LAYER.get(name))
         report.append({"case": os.path.basename(d), "opset": index["opset"], "bytes": OC.dir_size(d),
                        "onnx_bytes": sum(os.path.getsize(os.path.join(d, f))
                                          for f in ["model.onnx"] + summ["external_data"]),

@@ -63,12 +63,15 @@ fn token_grid(t: usize, size: (usize, usize)) -> Option<(usize, usize, usize)> {
     None
 }
 
-/// The layout of a layer whose values (one image, no batch dimension) have shape `shape`.
+/// The layout of a layer whose values (one image, no batch dimension) have shape `shape`. In a transformer
+/// (`token_model`) three-dimensional values are channels-last (Swin's), unless an op that works on
+/// channels-first maps made them (`channels_first_op`: the patch embedding's convolution).
 pub fn resolve(
     layer: &str,
     shape: &[usize],
     mode: Reshape,
     token_model: bool,
+    channels_first_op: bool,
     input: (usize, usize),
 ) -> Result<Layout> {
     let tokens = |t: usize| {
@@ -89,18 +92,13 @@ pub fn resolve(
     match (mode, shape.len()) {
         (Reshape::None, 3) => Ok(Layout::Channels),
         (Reshape::ChannelsLast, 3) => Ok(Layout::ChannelsLast),
-        (Reshape::Auto, 3) if token_model && channels_last_like(shape) => Ok(Layout::ChannelsLast),
+        (Reshape::Auto, 3) if token_model && !channels_first_op => Ok(Layout::ChannelsLast),
         (Reshape::Auto, 3) => Ok(Layout::Channels),
         (Reshape::Auto | Reshape::Tokens, 2) => tokens(shape[0]),
         (Reshape::Tokens, _) => Err(not_map("not tokens (tokens, channels)")),
         (Reshape::ChannelsLast, _) => Err(not_map("not (height, width, channels)")),
         _ => Err(not_map("not a feature map (channels, height, width)")),
     }
-}
-
-/// (h, w, C) rather than (C, h, w): the last dimension the widest, the first two alike.
-fn channels_last_like(s: &[usize]) -> bool {
-    s.len() == 3 && s[2] > s[0] && s[2] > s[1]
 }
 
 impl Layout {
@@ -154,7 +152,7 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         // (1, 1 + 2·3, 4) tokens
         let t = Tensor::arange(0f32, 28.0, &dev)?.reshape((1, 7, 4))?;
-        let l = resolve("x", &[7, 4], Reshape::Auto, true, (20, 30))?;
+        let l = resolve("x", &[7, 4], Reshape::Auto, true, false, (20, 30))?;
         assert_eq!(l, Layout::Tokens { skip: 1, h: 2, w: 3 });
         let m = l.to_maps(&t)?;
         assert_eq!(m.dims(), &[1, 4, 2, 3]);
@@ -164,12 +162,14 @@ mod tests {
         let back = l.from_maps(&m, &t)?;
         assert_eq!(back.flatten_all()?.to_vec1::<f32>()?, t.flatten_all()?.to_vec1::<f32>()?);
         let s = Tensor::arange(0f32, 2.0 * 2.0 * 8.0, &dev)?.reshape((1, 2, 2, 8))?;
-        let l = resolve("y", &[2, 2, 8], Reshape::Auto, true, (64, 64))?;
+        let l = resolve("y", &[2, 2, 8], Reshape::Auto, true, false, (64, 64))?;
         assert_eq!(l, Layout::ChannelsLast);
         assert_eq!(l.from_maps(&l.to_maps(&s)?, &s)?.flatten_all()?.to_vec1::<f32>()?, s.flatten_all()?.to_vec1::<f32>()?);
-        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, false, (64, 64))?, Layout::Channels);
-        assert!(resolve("z", &[8], Reshape::Auto, false, (64, 64)).is_err());
-        assert!(resolve("z", &[7, 4], Reshape::None, true, (20, 30)).is_err());
+        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, false, false, (64, 64))?, Layout::Channels);
+        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, true, true, (64, 64))?, Layout::Channels);
+        assert_eq!(resolve("z", &[8, 2, 2], Reshape::ChannelsLast, false, true, (64, 64))?, Layout::ChannelsLast);
+        assert!(resolve("z", &[8], Reshape::Auto, false, false, (64, 64)).is_err());
+        assert!(resolve("z", &[7, 4], Reshape::None, true, false, (20, 30)).is_err());
         Ok(())
     }
 }

@@ -173,6 +173,11 @@ impl Builder {
         self.per_image = true;
     }
 
+    /// Mark a node as overwriting its first input in place (see [`Builder::add_inplace`]).
+    pub fn set_inplace(&mut self, id: NodeId) {
+        self.nodes[id.0].inplace = true;
+    }
+
     /// A node's op type and inputs, while building.
     pub fn node_info(&self, id: NodeId) -> Option<(&'static str, Vec<NodeId>)> {
         self.nodes.get(id.0).map(|n| (n.op.kind(), n.inputs.clone()))

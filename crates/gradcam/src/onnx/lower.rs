@@ -130,10 +130,7 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 one(imp.add(Binary::with_constant(BinaryKind::Add, bt), &[y])?)
             }
         }
-        "Relu" => {
-            let x = imp.var(input(0), "input")?;
-            one(imp.add(Act::module(Activation::Relu), &[x])?)
-        }
+        "Relu" => activation(imp, input(0), Act::module(Activation::Relu)).and_then(one),
         "Clip" => {
             let x = imp.var(input(0), "input")?;
             let (lo, hi) = if imp.opset >= 11 {
@@ -147,9 +144,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 (a.float("min", f32::NEG_INFINITY), a.float("max", f32::INFINITY))
             };
             let id = if lo == 0.0 && hi == 6.0 {
-                imp.add(Act::functional(Activation::Relu6), &[x])?
+                activation(imp, input(0), Act::functional(Activation::Relu6))?
             } else if lo == 0.0 && hi == f32::INFINITY {
-                imp.add(Act::functional(Activation::Relu), &[x])?
+                activation(imp, input(0), Act::functional(Activation::Relu))?
             } else {
                 imp.add(nodes::Elementwise::Clip { min: lo, max: hi }, &[x])?
             };
@@ -158,7 +155,7 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
         "LeakyRelu" => elementwise(imp, input(0), nodes::Elementwise::LeakyRelu { alpha: a.float("alpha", 0.01) }),
         "Sigmoid" => unary(imp, input(0), UnaryKind::Sigmoid),
         "Tanh" => unary(imp, input(0), UnaryKind::Tanh),
-        "HardSwish" => unary(imp, input(0), UnaryKind::Hardswish),
+        "HardSwish" => activation(imp, input(0), Unary(UnaryKind::Hardswish)).and_then(one),
         "HardSigmoid" => {
             let (al, be) = (a.float("alpha", 0.2), a.float("beta", 0.5));
             if al == 1.0 / 6.0 && be == 0.5 {
@@ -530,6 +527,17 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
     }
 }
 
+/// An activation: in place (PyTorch's `inplace=True`, as torchvision's and timm's activations are) when it is
+/// the only reader of its input, so that a hook on the module before it sees what PyTorch's would.
+fn activation(imp: &mut Importer, x: &Option<Val>, op: impl Op + 'static) -> Result<NodeId> {
+    let x = imp.var(x, "input")?;
+    if imp.input_reads.first() == Some(&1) {
+        imp.add_inplace(op, x)
+    } else {
+        imp.add(op, &[x])
+    }
+}
+
 fn unary(imp: &mut Importer, x: &Option<Val>, k: UnaryKind) -> Result<Vec<Val>> {
     let x = imp.var(x, "input")?;
     Ok(vec![Val::Node(imp.add(Unary(k), &[x])?)])
@@ -675,14 +683,20 @@ pub(crate) fn is_token_model(g: &Graph) -> bool {
 /// The default target: for a transformer, the first layer norm of the last block (pytorch-grad-cam's advice);
 /// else the last value with at least 2×2 pixels before the first op that pools or flattens them away.
 pub(crate) fn default_layer(g: &Graph, dims: &[Vec<usize>], names: &Names) -> Option<String> {
+    // a node's name for users: its shortest module path (`layer4`), but a direct child rather than a bare top-level
+    // container of the same value (`features.6` or `features.norm5` rather than `features`, as pytorch-grad-cam's
+    // `features[-1]`)
     let name_of = |id: NodeId| -> String {
-        names
-            .aliases
+        let mine: Vec<&String> = names.aliases.iter().filter(|(_, n)| *n == id).map(|(a, _)| a).collect();
+        let Some(short) = mine.iter().min_by_key(|a| a.len()) else { return g.node(id).name.clone() };
+        let child = mine
             .iter()
-            .filter(|(_, n)| *n == id)
-            .map(|(a, _)| a.clone())
-            .min_by_key(|a| a.len())
-            .unwrap_or_else(|| g.node(id).name.clone())
+            .filter(|a| a.strip_prefix(&format!("{short}.")).is_some_and(|c| !c.contains('.')))
+            .min_by_key(|a| a.len());
+        match child {
+            Some(c) if !short.contains('.') && !short.chars().any(|ch| ch.is_ascii_digit()) => (*c).clone(),
+            _ => (*short).clone(),
+        }
     };
     if is_token_model(g) {
         let parent = |p: &str| p.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default();
@@ -702,7 +716,13 @@ pub(crate) fn default_layer(g: &Graph, dims: &[Vec<usize>], names: &Names) -> Op
     }
     // the last feature map of at least 2×2 pixels (what global pooling or flattening then reduces)
     let spatial = |d: &[usize]| d.len() == 4 && d[2] >= 2 && d[3] >= 2;
-    (1..g.nodes().len()).rev().map(NodeId).find(|id| *id != g.output() && spatial(&dims[id.0])).map(name_of)
+    let last = (1..g.nodes().len()).rev().map(NodeId).find(|id| *id != g.output() && spatial(&dims[id.0]))?;
+    // an unnamed in-place activation (DenseNet's `F.relu(features, inplace=True)`): the module it overwrites
+    let mut id = last;
+    while g.node(id).inplace && !names.aliases.iter().any(|(_, n)| *n == id) {
+        id = g.node(id).inputs[0];
+    }
+    Some(name_of(id))
 }
 
 /// The values of a (small) constant, for tests and messages.

@@ -223,6 +223,8 @@ pub(crate) struct Importer<'a> {
     /// The ONNX node being lowered (names the graph nodes it makes, and errors).
     cur: String,
     made: Vec<NodeId>,
+    /// How many nodes read each input of the node being lowered (1: this one alone).
+    pub input_reads: Vec<usize>,
     pub src: &'a Source<'a>,
     pub opset: i64,
 }
@@ -236,7 +238,7 @@ impl<'a> Importer<'a> {
                 .map(|i| {
                     self.probe[i.0]
                         .as_ref()
-                        .ok_or_else(|| Error::invalid(format!("internal: value {} of the import was dropped", i.0)))
+                        .ok_or_else(|| self.error(format!("internal: value {} of the import was dropped", i.0)))
                 })
                 .collect::<Result<Vec<_>>>()?;
             op.forward(&xs).map_err(|e| {
@@ -249,6 +251,14 @@ impl<'a> Importer<'a> {
         self.probe.push(Some(y));
         self.uses.push(0);
         self.made.push(id);
+        Ok(id)
+    }
+
+    /// [`Importer::add`] for an activation that overwrites its input in place, as PyTorch's `inplace=True`
+    /// activations do (see [`crate::graph::Graph::hook_value`]).
+    pub fn add_inplace(&mut self, op: impl crate::graph::Op + 'static, x: NodeId) -> Result<NodeId> {
+        let id = self.add(op, &[x])?;
+        self.b.set_inplace(id);
         Ok(id)
     }
 
@@ -272,6 +282,7 @@ impl<'a> Importer<'a> {
             uses: vec![0],
             cur: "input".into(),
             made: vec![],
+            input_reads: vec![],
             src,
             opset,
         };
@@ -305,6 +316,7 @@ impl<'a> Importer<'a> {
             let a = Attrs { node: n, src: Some(src) };
             imp.cur = if n.name.is_empty() { format!("{}_{k}", n.op_type) } else { n.name.clone() };
             imp.made.clear();
+            imp.input_reads = n.input.iter().map(|i| reads.get(i.as_str()).copied().unwrap_or(0)).collect();
             let ins: Vec<Option<Val>> = n
                 .input
                 .iter()
@@ -353,12 +365,6 @@ impl<'a> Importer<'a> {
                 }
                 lower::lower(&mut imp, &n.op_type, &a, &ins)?
             };
-            // drop probe values no later node reads
-            for i in n.input.iter().filter(|i| !i.is_empty()) {
-                if let Some(Val::Node(id)) = vals.get(i) {
-                    imp.release(*id);
-                }
-            }
             if outs.len() < n.output.iter().filter(|o| !o.is_empty()).count() && n.op_type != "Dropout" {
                 return Err(imp.error(format!("gave {} outputs, the node declares {}", outs.len(), n.output.len())));
             }
@@ -369,11 +375,21 @@ impl<'a> Importer<'a> {
                 if let Val::Node(id) = v {
                     imp.uses[id.0] += reads.get(name.as_str()).copied().unwrap_or(0);
                     naming.tensor(name, id);
+                }
+                vals.insert(name.clone(), v);
+            }
+            // drop probe values no later node reads (after the outputs are bound: a node may pass its input on)
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                if let Some(Val::Node(id)) = vals.get(i) {
+                    imp.release(*id);
+                }
+            }
+            for o in n.output.iter().filter(|o| !o.is_empty()) {
+                if let Some(Val::Node(id)) = vals.get(o) {
                     if imp.uses[id.0] == 0 {
                         imp.probe[id.0] = None;
                     }
                 }
-                vals.insert(name.clone(), v);
             }
             let made = std::mem::take(&mut imp.made);
             if has_scopes {

@@ -21,15 +21,19 @@ pub(crate) struct Scope {
     pub class: Option<String>,
 }
 
-/// Join scope segments into a module path.
+/// Join scope segments into a module path. A segment is a leaf name (`norm1`: appended), or its parent's segment
+/// with a child added (`features.12` after `features`, `branch2.2` after `branch2`: it replaces that segment).
 pub(crate) fn rebuild(segments: &[&str]) -> Option<String> {
+    // (the segment, the path before it)
+    let mut stack: Vec<(String, String)> = vec![];
     let mut path = String::new();
     for s in segments.iter().filter(|s| !s.is_empty()) {
-        if path.is_empty() || s.starts_with(&format!("{path}.")) {
-            path = s.to_string();
-        } else {
-            path = format!("{path}.{s}");
-        }
+        let base = match stack.last() {
+            Some((prev, before)) if s.starts_with(&format!("{prev}.")) => before.clone(),
+            _ => path.clone(),
+        };
+        path = if base.is_empty() { s.to_string() } else { format!("{base}.{s}") };
+        stack.push((s.to_string(), base));
     }
     (!path.is_empty()).then_some(path)
 }
@@ -280,6 +284,11 @@ mod tests {
         );
         assert_eq!(rebuild(&["features", "features.7.0", "norm1"]).as_deref(), Some("features.7.0.norm1"));
         assert_eq!(rebuild(&[]), None);
+        assert_eq!(
+            rebuild(&["stage4", "stage4.0", "branch2", "branch2.2"]).as_deref(),
+            Some("stage4.0.branch2.2")
+        );
+        assert_eq!(rebuild(&["layer1", "layer1.0", "layer1.0.bn1"]).as_deref(), Some("layer1.0.bn1"));
     }
 
     #[test]
