@@ -851,6 +851,9 @@ fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
     let net = load_net(m, synthetic, fetch)?;
     let shapes = net.layer_shapes()?;
     let default = net.default_layer();
+    if let Some(info) = &net.onnx {
+        return onnx_layers(&net, info, shapes, &default);
+    }
     println!("{} (input 3x{}x{}; default target: {default}, marked *)", net.name, net.input_size.0, net.input_size.1,);
     let layers = net.layers();
     let width = layers.iter().map(|l| l.name.len()).max().unwrap_or(0);
@@ -860,6 +863,53 @@ fn layers_cmd(m: &ModelArgs, fetch: zoo::Fetch) -> Result<ExitCode> {
         match l.alias_of {
             Some(a) => println!("  {:<width$}  {:<18} {s}{mark}", l.name, format!("= {a}")),
             None => println!("  {:<width$}  {:<18} {s}{mark}", l.name, l.kind),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gradcam layers` for an imported model: one line per node, by the PyTorch module path whose output it is
+/// (the longest: the module itself; the containers that end with it follow as `=` lines), its type, output
+/// shape and ONNX node; then the names refused (batch-norms folded by the exporter).
+fn onnx_layers(
+    net: &gradcam::Network,
+    info: &gradcam::models::OnnxInfo,
+    shapes: &[Vec<usize>],
+    default: &str,
+) -> Result<ExitCode> {
+    let (h, w) = net.input_size;
+    println!(
+        "{} (ONNX opset {}{}; input 3x{h}x{w}; default target: {default}, marked *)",
+        net.name,
+        info.opset,
+        if info.producer.is_empty() { String::new() } else { format!(", from {}", info.producer) }
+    );
+    println!("  --layer takes a module path, an ONNX node name or an ONNX tensor name");
+    let layers = net.layers();
+    let mut rows = vec![];
+    for l in layers.iter().filter(|l| l.alias_of.is_none()) {
+        let mut paths: Vec<&str> =
+            layers.iter().filter(|a| a.alias_of.is_some() && a.node == l.node).map(|a| a.name.as_str()).collect();
+        paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        let shape = shapes[l.node.0].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        rows.push((paths.first().map(|p| p.to_string()).unwrap_or_else(|| "-".into()), l, shape, paths));
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(11);
+    println!("  {:<width$}  {:<18} {:<14} ONNX node", "module path", "type", "shape");
+    for (primary, l, shape, paths) in &rows {
+        let mark = if primary == default || l.name == default { "  *" } else { "" };
+        println!("  {primary:<width$}  {:<18} {shape:<14} {}{mark}", l.kind, l.name);
+        for p in paths.iter().skip(1) {
+            let mark = if *p == default { "  *" } else { "" };
+            println!("  {p:<width$}  = {primary}{mark}");
+        }
+    }
+    if !info.refused.is_empty() {
+        let mut r: Vec<(&String, &String)> = info.refused.iter().collect();
+        r.sort();
+        println!("not targetable (the exporter folded a batch-norm into these convolutions):");
+        for (name, _) in r {
+            println!("  {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

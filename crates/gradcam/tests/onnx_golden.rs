@@ -121,3 +121,117 @@ fn external() {
         check_case(&d);
     }
 }
+
+// Special files: tests/golden/onnx/special/ (scripts/golden/make_onnx_special.py).
+
+fn special(name: &str) -> std::path::PathBuf {
+    golden_dir().join("onnx").join("special").join(name)
+}
+
+fn load_err(name: &str, opts: &gradcam::onnx::OnnxOptions) -> String {
+    match gradcam::onnx::load(&special(name), opts) {
+        Ok(_) => panic!("{name}: loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_files_are_refused_with_the_file_and_the_reason() {
+    let d = gradcam::onnx::OnnxOptions::default();
+    let e = load_err("empty.onnx", &d);
+    assert!(e.contains("empty.onnx") && e.contains("empty"), "{e}");
+    let e = load_err("truncated.onnx", &d);
+    assert!(e.contains("truncated.onnx") && (e.contains("truncated") || e.contains("not an ONNX")), "{e}");
+    let e = load_err("not_onnx.onnx", &d);
+    assert!(e.contains("not_onnx.onnx") && e.to_lowercase().contains("onnx model"), "{e}");
+    let e = load_err("unsupported_op.onnx", &d);
+    assert!(e.contains("`Celu`") && e.contains("gradcam imports:") && e.contains("Conv"), "{e}");
+    assert!(e.contains("node `"), "the node is named: {e}");
+    let e = load_err("two_inputs.onnx", &d);
+    assert!(e.contains("2 inputs") && e.contains("image_a") && e.contains("image_b"), "{e}");
+    let e = load_err("dynamic_input.onnx", &d);
+    assert!(e.contains("--input-size") && e.contains("height"), "{e}");
+    let missing = gradcam::onnx::load(&special("no_such_file.onnx"), &d).err().unwrap().to_string();
+    assert!(missing.contains("no_such_file.onnx"), "{missing}");
+}
+
+#[test]
+fn a_dynamic_input_takes_its_size_from_the_options() {
+    let opts = gradcam::onnx::OnnxOptions { input_size: Some((64, 64)), ..Default::default() };
+    let net = gradcam::onnx::load(&special("dynamic_input.onnx"), &opts).unwrap();
+    assert_eq!(net.input_size, (64, 64));
+    let x = Array::read(special("input_64x64.npy")).unwrap().to_tensor(&Device::Cpu).unwrap();
+    let got = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = Array::read(special("dynamic_input.logits.npy")).unwrap().data;
+    let (d, m) = (max_abs_diff(&got, &want), max_abs(&want));
+    assert!(d <= 1e-4 * m, "logits differ by {d} (max {m})");
+    // and a fixed model refuses another size
+    let fixed = golden_dir().join("onnx/resnet_ts/model.onnx");
+    let opts = gradcam::onnx::OnnxOptions { input_size: Some((96, 96)), ..Default::default() };
+    let e = gradcam::onnx::load(&fixed, &opts).err().unwrap().to_string();
+    assert!(e.contains("fixed to 64x64") && e.contains("96x96"), "{e}");
+}
+
+#[test]
+fn softmax_output_explains_the_logits_and_says_so() {
+    check_case(&special("softmax_out"));
+    let net = gradcam::onnx::load(&special("softmax_out/model.onnx"), &Default::default()).unwrap();
+    let notes = &net.onnx.as_ref().unwrap().notes;
+    assert!(notes.iter().any(|n| n.contains("Softmax") && n.contains("logits")), "{notes:?}");
+}
+
+#[test]
+fn channels_last_input_is_recognised() {
+    check_case(&special("channels_last"));
+}
+
+#[test]
+fn layers_by_module_path_onnx_node_or_tensor_name_and_folded_names_refused() {
+    for case in ["resnet_ts", "resnet_dynamo"] {
+        let dir = golden_dir().join("onnx").join(case);
+        let idx: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+        let net = gradcam::onnx::load(&dir.join("model.onnx"), &Default::default()).unwrap();
+        for l in idx["layers"].as_array().unwrap() {
+            let by_path = net.layer(l["path"].as_str().unwrap()).unwrap();
+            for v in l["onnx_values"].as_array().unwrap() {
+                assert_eq!(net.layer(v.as_str().unwrap()).unwrap(), by_path, "{case}: tensor {v}");
+            }
+        }
+        // the first block's conv1 was folded with bn1 by both exporters
+        let e = net.layer("layer1.0.conv1").err().unwrap().to_string();
+        assert!(e.contains("folded") && e.contains("layer1.0.conv1"), "{case}: {e}");
+        if case == "resnet_dynamo" {
+            assert!(e.contains("`layer1.0.bn1`"), "{e}");
+            net.layer("layer1.0.bn1").unwrap();
+        } else {
+            // the TorchScript export names the folded output by its ONNX node
+            assert!(e.contains("/layer1/layer1.0/conv1/Conv"), "{e}");
+            net.layer("/layer1/layer1.0/conv1/Conv").unwrap();
+        }
+        let e = net.layer("layer9").err().unwrap().to_string();
+        assert!(e.contains("no layer `layer9`"), "{e}");
+    }
+}
+
+#[test]
+fn guided_backprop_runs_through_an_imported_graph() {
+    // the guided rule at every Relu: the input gradient of the ReLU network equals the plain one wherever the
+    // rule never bites, and differs somewhere (a check that the rule is applied, not a golden)
+    // (ViT: its class token is a constant the graph concatenates, a step that reads no input)
+    for case in ["resnet_ts", "vit_dynamo"] {
+        let dir = golden_dir().join("onnx").join(case);
+        let net = gradcam::onnx::load(&dir.join("model.onnx"), &Default::default()).unwrap();
+        let x = Array::read(golden_dir().join("onnx/input_64x64.npy")).unwrap().to_tensor(&Device::Cpu).unwrap();
+        let gb = cam::guided::guided_backprop(&net, &x, &[3], Score::Logit).unwrap();
+        let plain =
+            cam::guided::input_gradient(&net, &x, &[3], Score::Logit, gradcam::ops::act::Backprop::Plain).unwrap();
+        assert_eq!(gb.dims(), &[1, 3, 64, 64]);
+        let g = gb.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let p = plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0), "{case}");
+        if case == "resnet_ts" {
+            assert!(max_abs_diff(&g, &p) > 0.0, "{case}: the guided rule changed nothing");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use super::{dscore_dlogits, Score};
 use crate::error::{Error, Result};
-use crate::graph::exec::{Prefix, Split};
+use crate::graph::exec::Split;
 use crate::models::Network;
 use crate::ops::act::Backprop;
 use candle_core::Tensor;
@@ -28,7 +28,8 @@ pub fn input_gradient(net: &Network, x: &Tensor, classes: &[usize], score: Score
     let per: Vec<Tensor> = (0..n)
         .map(|i| {
             let xi = x.narrow(0, i, 1)?;
-            let p = Prefix { values: vec![(g.input(), xi.clone())], n: xi.dim(0)? };
+            // (steps that read no input, an imported graph's constants, run here)
+            let p = g.prefix(&split, &xi)?;
             let (_, got, _) =
                 g.finish_with_gradients(&split, &p, |l| dscore_dlogits(l, &classes[i..i + 1], score), bp)?;
             match got.into_iter().next() {

@@ -428,7 +428,7 @@ impl<'a> Importer<'a> {
             gb.alias(alias, *id);
         }
         let g = gb.finish(out)?;
-        let stem = src.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let stem = src.file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
         let default = lower::default_layer(&g, &dims, &names);
         let default = default.ok_or_else(|| {
             src.error(
@@ -456,11 +456,6 @@ impl<'a> Importer<'a> {
                 self.probe[id.0] = None;
             }
         }
-    }
-
-    /// The probe value of a node (batch 1), if still held.
-    pub fn probe(&self, id: NodeId) -> Option<&Tensor> {
-        self.probe[id.0].as_ref()
     }
 }
 
