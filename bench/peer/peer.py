@@ -70,7 +70,9 @@ class Setup:
         h.remove()
         self.channels = seen[0]  # the target layer's channels: ScoreCAM runs one forward per channel
         self.targets = [ClassifierOutputTarget(c) for c in self.classes]
-        f = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        # named after the model: `gradcam bench --model file.onnx` (--onnx, which takes batch 1's) reports the file's
+        # name as the model
+        f = self.onnx = os.path.join(tempfile.mkdtemp(), f"{name}.onnx")
         torch.onnx.export(model, self.x, f, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
         so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.inter_op_num_threads = 1
         self.sess = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
@@ -123,18 +125,43 @@ def ours_slow(gradcam, names, slow, isa):
                          check=True, capture_output=True, text=True, env=isa_env(isa)).stdout
     return json.loads(out)["rows"]
 
+def ours_onnx(gradcam, setups, reps, isa):
+    """`gradcam bench` on the reference's own ONNX exports (`Setup.onnx`), the same repetitions and instruction set
+    as `ours_fast`; rows keyed by the model's name, not the file's. gradcam takes the export made at batch 1 (it
+    refuses a fixed batch of 8) and times both batch sizes on it, as its native model. The exports carry the
+    reference's weights (random), `ours_fast` gradcam's own (cached pretrained or synthetic): the speed does not
+    depend on the weights' values, so the two compare. A model gradcam fails to import is left out, with the
+    reason on stderr, rather than ending the run."""
+    rows, peak = [], 0
+    for s in (s for s in setups if s.batch == 1):
+        batches = ",".join(str(t.batch) for t in setups if t.name == s.name)
+        r = subprocess.run([gradcam, "bench", "--json", "--model", s.onnx, "--batch", batches, "--reps", str(reps),
+                            "--what", "forward,gradcam"], capture_output=True, text=True, env=isa_env(isa))
+        if r.returncode != 0:
+            ONNX_FAILED[s.name] = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+            print(f"# gradcam bench --model {s.onnx}: {ONNX_FAILED[s.name]}", file=sys.stderr, flush=True)
+            continue
+        doc = json.loads(r.stdout)
+        peak = max(peak, doc["peak_rss_bytes"] or 0)
+        rows += [dict(row, model=s.name) for row in doc["rows"] if row["model"] == os.path.basename(s.onnx)]
+    return rows, peak
+
+ONNX_FAILED = {}
+
 def settle():
     """Let the reference's worker threads go idle: OpenMP's and onnxruntime's spin on after their last call and
     would take cores from whatever runs next (measured: gradcam's ResNet-50 forward 40 ms instead of 27)."""
     time.sleep(2)
 
-def measure(gradcam, names, reps, rounds, slow, isas, budget_ms):
+def measure(gradcam, names, reps, rounds, slow, isas, budget_ms, onnx=()):
     """The quick measurements in interleaved rounds, reference then gradcam (once per instruction set asked
-    for), each figure the lowest of its rounds' medians (the machine's background load varies over minutes, and
-    hits both sides alike); then the slow methods once each."""
+    for; then, for the models in `onnx`, gradcam on the reference's ONNX export), each figure the lowest of its
+    rounds' medians (the machine's background load varies over minutes, and hits both sides alike); then the slow
+    methods once each."""
     setups = [Setup(n, m, l, size, b, budget_ms) for n, m, l, size in models(names) for b in (1, 8)]
     CHANNELS.update({s.name: s.channels for s in setups})
     best_peer, best_mine, peak = {}, {i: {} for i in isas}, 0
+    best_onnx, onnx_peak = {i: {} for i in isas}, 0
     global FMA_PEAK, GFLOP, ISA_NAME
     FMA_PEAK, GFLOP, ISA_NAME = {}, {}, {}
     keep = lambda d, k, v: d.__setitem__(k, min(v, d.get(k, float("inf"))))
@@ -152,6 +179,13 @@ def measure(gradcam, names, reps, rounds, slow, isas, budget_ms):
                 if row.get("gflop_per_image"):
                     GFLOP[row["model"]] = row["gflop_per_image"]
                 keep(best_mine[isa], (row["model"], row["batch"], row["what"]), row["ms_per_image"])
+            todo = [s for s in setups if s.name in onnx and s.name not in ONNX_FAILED]
+            if todo:
+                settle()
+                rows, p = ours_onnx(gradcam, todo, reps, isa)
+                onnx_peak = max(onnx_peak, p)
+                for row in rows:
+                    keep(best_onnx[isa], (row["model"], row["batch"], row["what"]), row["ms_per_image"])
         print(f"# round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     if slow:
         for s in setups:
@@ -163,7 +197,8 @@ def measure(gradcam, names, reps, rounds, slow, isas, budget_ms):
             for row in ours_slow(gradcam, names, slow, isa):
                 best_mine[isa][(row["model"], row["batch"], row["what"])] = row["ms_per_image"]
     as_rows = lambda d: [dict(model=m, batch=b, what=w, ms_per_image=v) for (m, b, w), v in d.items()]
-    return as_rows(best_peer), {i: as_rows(d) for i, d in best_mine.items()}, peak
+    return (as_rows(best_peer), {i: as_rows(d) for i, d in best_mine.items()}, peak,
+            {i: as_rows(d) for i, d in best_onnx.items()}, onnx_peak)
 
 CHANNELS = {}
 
@@ -183,6 +218,9 @@ def main():
     ap.add_argument("--models", default=",".join(ALL), help=f"comma list, default all: {','.join(ALL)}")
     ap.add_argument("--budget-s", type=float, default=0,
                     help="the reference's repetitions cut (to at least 3) where they would take longer than this")
+    ap.add_argument("--onnx", default="",
+                    help="comma list of the models also timed as `gradcam bench --model <the reference's ONNX export>` "
+                         "(forward and Grad-CAM; target: at most 1.10x gradcam's native model), or 'all'; default none")
     a = ap.parse_args()
     names = [m for m in a.models.split(",") if m]
     unknown = [m for m in names if m not in ALL]
@@ -190,7 +228,11 @@ def main():
         ap.error(f"--models {a.models}: expected some of {','.join(ALL)}")
     slow = [s for s in a.slow.split(",") if s]
     isas = [i for i in a.isa.split(",") if i] or [None]
-    peer, mine_by_isa, peak = measure(a.gradcam, names, a.reps, a.rounds, slow, isas, a.budget_s * 1e3)
+    onnx = names if a.onnx == "all" else [m for m in names if m in a.onnx.split(",")]
+    if a.onnx not in ("", "all") and any(m not in ALL for m in a.onnx.split(",") if m):
+        ap.error(f"--onnx {a.onnx}: expected 'all' or some of {','.join(ALL)}")
+    peer, mine_by_isa, peak, onnx_by_isa, onnx_peak = measure(a.gradcam, names, a.reps, a.rounds, slow, isas,
+                                                              a.budget_s * 1e3, onnx)
     get = lambda rows, m, b, w: next((r["ms_per_image"] for r in rows if r["model"] == m and r["batch"] == b and r["what"] == w), None)
     cut = f" (the reference's cut to fit {a.budget_s:g} s, at least 3)" if a.budget_s else ""
     print(f"quick figures: lowest of {a.rounds} interleaved rounds' medians of {a.reps}{cut}; scorecam/ablationcam: one run")
@@ -211,6 +253,24 @@ def main():
         for m in names:
             one, eight = get(mine, m, 1, "gradcam"), get(mine, m, 8, "gradcam")
             print(f"{m}: gradcam per image, batch 8 / batch 1 = {eight / one:.2f}")
+        imported = onnx_by_isa[isa]
+        if onnx:
+            # the export has the reference's (random) weights, gradcam's native model its own (cached pretrained or
+            # synthetic): the same speed, which does not depend on the weights' values
+            print("gradcam on the reference's ONNX export (TorchScript exporter, opset 17, random weights) against its "
+                  "native model; ms per image")
+            print(f"{'model':<19} {'batch':>5} {'what':<21} {'forward ms':>10} {'native':>7} {'ratio':>6} "
+                  f"{'Grad-CAM ms':>11} {'native':>7} {'ratio':>6}")
+            for m in onnx:
+                if m in ONNX_FAILED:
+                    print(f"{m:<19} {'':>5} {'gradcam (ONNX import)':<21} import failed: {ONNX_FAILED[m]}")
+                    continue
+                for b in (1, 8):
+                    f, nf = get(imported, m, b, "forward"), get(mine, m, b, "forward")
+                    g, ng = get(imported, m, b, "gradcam"), get(mine, m, b, "gradcam")
+                    if None in (f, nf, g, ng): continue
+                    print(f"{m:<19} {b:>5} {'gradcam (ONNX import)':<21} {f:>10.1f} {nf:>7.1f} {f / nf:>5.2f}x "
+                          f"{g:>11.1f} {ng:>7.1f} {g / ng:>5.2f}x")
         print("targets: gradcam's Grad-CAM >= 3x pytorch-grad-cam's and <= 1.5x onnxruntime's forward")
         for m in names:
             for b in (1, 8):
@@ -219,6 +279,18 @@ def main():
                 ok = lambda c: "met" if c else "MISSED"
                 print(f"  {m:<19} batch {b}: {ref / me:5.2f}x pytorch-grad-cam ({ok(ref / me >= 3)}), "
                       f"{me / o:5.2f}x onnxruntime forward ({ok(me / o <= 1.5)})")
+        if onnx:
+            print("targets: gradcam on an imported ONNX model <= 1.10x its native model, forward and Grad-CAM")
+            for m in onnx:
+                for b in (1, 8):
+                    f, nf = get(imported, m, b, "forward"), get(mine, m, b, "forward")
+                    g, ng = get(imported, m, b, "gradcam"), get(mine, m, b, "gradcam")
+                    ok = lambda c: "met" if c else "MISSED"
+                    if m in ONNX_FAILED or None in (f, nf, g, ng):
+                        print(f"  {m:<19} batch {b}: ONNX import not timed (MISSED)")
+                        continue
+                    print(f"  {m:<19} batch {b}: forward {f / nf:5.2f}x native ({ok(f / nf <= 1.10)}), "
+                          f"Grad-CAM {g / ng:5.2f}x native ({ok(g / ng <= 1.10)})")
         fma_peak = FMA_PEAK.get(isa)
         if fma_peak:
             print(f"multiply-add peak with {ISA_NAME.get(isa)} vectors (gradcam bench's probe, all threads): {fma_peak:.0f} GFLOP/s")
@@ -234,6 +306,8 @@ def main():
                     ms = sc / 3 / CHANNELS[m]
                     print(f"  ScoreCAM 3x the reference needs a forward in {ms:.1f} ms: {g / ms * 1e3:.0f} GFLOP/s ({100 * g / ms * 1e3 / fma_peak:.0f}% of the peak)")
     print(f"gradcam bench peak resident memory: {peak / 1e6:.0f} MB")
+    if onnx_peak:
+        print(f"gradcam bench peak resident memory, ONNX import: {onnx_peak / 1e6:.0f} MB")
     if "resnet50" in names:
         print(f"gradcam explain, one image, resnet50, peak resident memory: {explain_peak(a.gradcam) / 1e6:.0f} MB")
 
