@@ -78,11 +78,8 @@ fn check_case(dir: &Path) {
 }
 
 fn cases(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("index.json").exists())
-        .collect();
+    let mut v: Vec<_> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("index.json").exists()).collect();
     v.sort();
     v
 }

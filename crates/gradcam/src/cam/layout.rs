@@ -52,7 +52,7 @@ fn token_grid(t: usize, size: (usize, usize)) -> Option<(usize, usize, usize)> {
         let n = t - skip;
         // h·w = n with h/w = ih/iw
         let h = ((n as f64) * ih as f64 / iw as f64).sqrt().round() as usize;
-        if h == 0 || n % h != 0 {
+        if h == 0 || !n.is_multiple_of(h) {
             continue;
         }
         let w = n / h;
@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(token_grid(198, (224, 224)), Some((2, 14, 14)));
         assert_eq!(token_grid(17, (32, 32)), Some((1, 4, 4)));
         assert_eq!(token_grid(1 + 12 * 16, (192, 256)), Some((1, 12, 16)));
-        assert_eq!(token_grid(7, (224, 224)), None);
+        assert_eq!(token_grid(3, (50, 70)), None);
     }
 
     #[test]
@@ -164,7 +164,10 @@ mod tests {
         let s = Tensor::arange(0f32, 2.0 * 2.0 * 8.0, &dev)?.reshape((1, 2, 2, 8))?;
         let l = resolve("y", &[2, 2, 8], Reshape::Auto, true, false, (64, 64))?;
         assert_eq!(l, Layout::ChannelsLast);
-        assert_eq!(l.from_maps(&l.to_maps(&s)?, &s)?.flatten_all()?.to_vec1::<f32>()?, s.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(
+            l.from_maps(&l.to_maps(&s)?, &s)?.flatten_all()?.to_vec1::<f32>()?,
+            s.flatten_all()?.to_vec1::<f32>()?
+        );
         assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, false, false, (64, 64))?, Layout::Channels);
         assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, true, true, (64, 64))?, Layout::Channels);
         assert_eq!(resolve("z", &[8, 2, 2], Reshape::ChannelsLast, false, true, (64, 64))?, Layout::ChannelsLast);

@@ -440,7 +440,13 @@ mod tests {
             let gr = grads.get(z.as_tensor()).cloned().unwrap_or(a.zeros_like()?);
             // what a hook on the layer sees (an in-place module after it may have overwritten it)
             let a = if seen == id { a.clone() } else { vals[seen.0].as_ref().unwrap().detach() };
-            layers.push(Capture { layer: name.clone(), node: *id, activations: a, gradients: gr, layout: layout::Layout::Channels });
+            layers.push(Capture {
+                layer: name.clone(),
+                node: *id,
+                activations: a,
+                gradients: gr,
+                layout: layout::Layout::Channels,
+            });
         }
         Ok(Captured { logits: logits.detach(), input: x.clone(), classes: classes.to_vec(), score, layers })
     }

@@ -173,7 +173,10 @@ impl Graph {
             cut = k + 1;
             let y = plan.steps[s].out;
             let live: Vec<usize> = (0..first.len()).filter(|&i| first[i].is_some() && u0[i] > 0).collect();
-            if !self.per_image && live == [y.0] && spatial(first[y.0].as_ref().ok_or_else(|| missing(self, y))?) <= BATCH_FROM {
+            if !self.per_image
+                && live == [y.0]
+                && spatial(first[y.0].as_ref().ok_or_else(|| missing(self, y))?) <= BATCH_FROM
+            {
                 break;
             }
         }

@@ -44,7 +44,9 @@ impl Arr {
     pub fn to_tensor(&self) -> Result<Tensor> {
         let dev = Device::Cpu;
         Ok(match self.kind {
-            Kind::Float => Tensor::from_vec(self.v.iter().map(|x| *x as f32).collect::<Vec<_>>(), &self.dims[..], &dev)?,
+            Kind::Float => {
+                Tensor::from_vec(self.v.iter().map(|x| *x as f32).collect::<Vec<_>>(), &self.dims[..], &dev)?
+            }
             Kind::Int => Tensor::from_vec(self.v.iter().map(|x| *x as i64).collect::<Vec<_>>(), &self.dims[..], &dev)?,
             Kind::Bool => {
                 Tensor::from_vec(self.v.iter().map(|x| (*x != 0.0) as u8).collect::<Vec<_>>(), &self.dims[..], &dev)?
@@ -57,6 +59,17 @@ impl Arr {
     fn len(&self) -> usize {
         self.v.len()
     }
+}
+
+/// The most values a folded constant may hold (64 Mi: 512 MB as f64): a hostile shape is refused, not allocated.
+pub(crate) const MAX_VALUES: usize = 1 << 26;
+
+/// `dims`' element count, if within [`MAX_VALUES`].
+pub(crate) fn checked_count(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .filter(|n| *n <= MAX_VALUES)
+        .ok_or_else(|| Error::invalid(format!("{what}: shape {dims:?} has more than {MAX_VALUES} values")))
 }
 
 fn strides(dims: &[usize]) -> Vec<usize> {
@@ -217,10 +230,11 @@ fn concat(xs: &[Arr], ax: usize) -> Result<Arr> {
     let mut dims = first.dims.clone();
     dims[ax] = xs.iter().map(|x| x.dims[ax]).sum();
     for x in xs {
-        if x.dims.len() != first.dims.len()
-            || x.dims.iter().enumerate().any(|(i, d)| i != ax && *d != first.dims[i])
-        {
-            return Err(Error::invalid(format!("Concat: shapes {:?} and {:?} differ off axis {ax}", first.dims, x.dims)));
+        if x.dims.len() != first.dims.len() || x.dims.iter().enumerate().any(|(i, d)| i != ax && *d != first.dims[i]) {
+            return Err(Error::invalid(format!(
+                "Concat: shapes {:?} and {:?} differ off axis {ax}",
+                first.dims, x.dims
+            )));
         }
     }
     let kind = if xs.iter().any(|x| x.kind == Kind::Float) { Kind::Float } else { first.kind };
@@ -246,7 +260,10 @@ pub(crate) fn reshape_dims(input: &[usize], shape: &[i64], allowzero: bool) -> R
                 out.push(1);
             }
             0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
-                Error::invalid(format!("Reshape: shape {shape:?} copies dimension {i} of an input of rank {}", input.len()))
+                Error::invalid(format!(
+                    "Reshape: shape {shape:?} copies dimension {i} of an input of rank {}",
+                    input.len()
+                ))
             })?),
             s if s >= 0 => out.push(s as usize),
             _ => return Err(Error::invalid(format!("Reshape: shape {shape:?} is not valid"))),
@@ -254,7 +271,7 @@ pub(crate) fn reshape_dims(input: &[usize], shape: &[i64], allowzero: bool) -> R
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(Error::invalid(format!("Reshape: {input:?} cannot be reshaped to {shape:?}")));
         }
         out[i] = total / known;
@@ -304,18 +321,43 @@ fn reduce(a: &Arr, axes: &[usize], keep: bool, f: impl Fn(&[f64]) -> f64) -> Arr
     let t = transpose(a, &perm);
     let inner: usize = axes.iter().map(|&i| a.dims[i]).product();
     let v: Vec<f64> = if inner == 0 { vec![] } else { t.v.chunks(inner).map(&f).collect() };
-    let dims: Vec<usize> = (0..rank)
-        .filter_map(|i| if axes.contains(&i) { keep.then_some(1) } else { Some(a.dims[i]) })
-        .collect();
+    let dims: Vec<usize> =
+        (0..rank).filter_map(|i| if axes.contains(&i) { keep.then_some(1) } else { Some(a.dims[i]) }).collect();
     Arr::new(dims, v, a.kind)
 }
 
 /// The op types this module folds when all their inputs are constants (besides those [`super::lower`] also
 /// runs on images).
 pub(crate) const FOLD_ONLY: &[&str] = &[
-    "Shape", "Size", "ConstantOfShape", "Cast", "CastLike", "Range", "Equal", "Less", "Greater", "LessOrEqual",
-    "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "ScatterND", "Mod", "Floor", "Ceil", "Min", "Max", "Tile",
-    "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "Sign", "Trilu",
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "Cast",
+    "CastLike",
+    "Range",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "Where",
+    "ScatterND",
+    "Mod",
+    "Floor",
+    "Ceil",
+    "Min",
+    "Max",
+    "Tile",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "Sign",
+    "Trilu",
 ];
 
 /// Evaluate `op` on constant inputs (`None`: an optional input left out).
@@ -368,6 +410,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Size" => Ok(vec![Arr::new(vec![], vec![get(0)?.len() as f64], Kind::Int)]),
         "ConstantOfShape" => {
             let dims: Vec<usize> = get(0)?.as_ints().iter().map(|d| (*d).max(0) as usize).collect();
+            checked_count(&dims, op)?;
             let (val, kind) = match a.tensor("value")? {
                 Some(t) => {
                     let t = Arr::from_tensor(&t)?;
@@ -383,7 +426,17 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Mul" => bin(None, &|x, y| x * y),
         "Div" => {
             let k = num_kind(get(0)?, get(1)?);
-            bin(None, &move |x, y| if k == Kind::Int { if y == 0.0 { 0.0 } else { (x / y).trunc() } } else { x / y })
+            bin(None, &move |x, y| {
+                if k == Kind::Int {
+                    if y == 0.0 {
+                        0.0
+                    } else {
+                        (x / y).trunc()
+                    }
+                } else {
+                    x / y
+                }
+            })
         }
         "Pow" => {
             let k = get(0)?.kind;
@@ -432,7 +485,15 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Exp" => un(&f64::exp),
         "Floor" => un(&f64::floor),
         "Ceil" => un(&f64::ceil),
-        "Sign" => un(&|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }),
+        "Sign" => un(&|x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }),
         "Reciprocal" => un(&|x| 1.0 / x),
         "Relu" => un(&|x| x.max(0.0)),
         "Sigmoid" => un(&|x| 1.0 / (1.0 + (-x).exp())),
@@ -451,9 +512,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
                 return Err(Error::invalid("Range: delta 0"));
             }
             let n = ((l - s) / d).ceil().max(0.0) as usize;
-            if n > 1 << 26 {
-                return Err(Error::invalid(format!("Range: {n} values")));
-            }
+            checked_count(&[n], op)?;
             one(Arr::new(vec![n], (0..n).map(|i| s + i as f64 * d).collect(), get(0)?.kind))
         }
         "Unsqueeze" => {
@@ -544,7 +603,12 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Split" => {
             let x = get(0)?;
             let ax = axis(a.int("axis", 0), x.dims.len(), "Split")?;
-            let sizes = split_sizes(x.dims[ax], opt(1).map(|t| t.as_ints()).or(a.ints("split")), a.outputs(), a.int("num_outputs", 0))?;
+            let sizes = split_sizes(
+                x.dims[ax],
+                opt(1).map(|t| t.as_ints()).or(a.ints("split")),
+                a.outputs(),
+                a.int("num_outputs", 0),
+            )?;
             let mut at = 0;
             let mut out = vec![];
             for s in sizes {
@@ -557,11 +621,19 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             let x = get(0)?;
             let shape: Vec<usize> = get(1)?.as_ints().iter().map(|d| (*d).max(0) as usize).collect();
             let dims = broadcast_dims(&x.dims, &shape)?;
+            checked_count(&dims, op)?;
             Ok(vec![Arr::new(dims.clone(), expand_to(x, &dims), x.kind)])
         }
         "Tile" => {
             let x = get(0)?;
             let reps = get(1)?.as_ints();
+            let out: Vec<usize> = x
+                .dims
+                .iter()
+                .zip(reps.iter().chain(std::iter::repeat(&1)))
+                .map(|(d, r)| d * (*r).max(0) as usize)
+                .collect();
+            checked_count(&out, op)?;
             let mut cur = x.clone();
             for (ax, &r) in reps.iter().enumerate() {
                 let d = cur.dims[ax];

@@ -19,11 +19,53 @@ use candle_core::{DType, Tensor};
 
 /// The op types lowered onto the graph when they depend on the image.
 pub(crate) const LOWERED: &[&str] = &[
-    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add",
-    "Sub", "Mul", "Div", "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Gemm", "MatMul", "Softmax",
-    "LayerNormalization", "Erf", "Gelu", "Pow", "Sqrt", "Pad", "Gather", "Expand", "Identity", "Dropout", "Constant",
-    "Neg", "Exp", "Reciprocal", "Abs", "Cast", "Shape", "Size",
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "Split",
+    "Slice",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "Gemm",
+    "MatMul",
+    "Softmax",
+    "LayerNormalization",
+    "Erf",
+    "Gelu",
+    "Pow",
+    "Sqrt",
+    "Pad",
+    "Gather",
+    "Expand",
+    "Identity",
+    "Dropout",
+    "Constant",
+    "Neg",
+    "Exp",
+    "Reciprocal",
+    "Abs",
+    "Cast",
+    "Shape",
+    "Size",
 ];
 
 /// A constant made a graph value (a class token concatenated to the patches).
@@ -295,7 +337,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
             let x = imp.var(input(0), "input")?;
             let r = imp.rank(x);
             let perm: Vec<usize> = match a.ints("perm") {
-                Some(p) => p.iter().map(|v| axis(*v, r, "Transpose")).collect::<Result<_>>().map_err(|e| imp.error(e))?,
+                Some(p) => {
+                    p.iter().map(|v| axis(*v, r, "Transpose")).collect::<Result<_>>().map_err(|e| imp.error(e))?
+                }
                 None => (0..r).rev().collect(),
             };
             if perm.iter().enumerate().all(|(i, p)| i == *p) {
@@ -338,6 +382,7 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
             let s: Vec<usize> =
                 super::tensor::ints(&imp.konst(input(1), "shape")?)?.iter().map(|v| (*v).max(0) as usize).collect();
             let dims = fold::broadcast_dims(&imp.dims[x.0], &s).map_err(|e| imp.error(e))?;
+            fold::checked_count(&dims, "Expand").map_err(|e| imp.error(e))?;
             if dims == imp.dims[x.0] {
                 return one(x);
             }
@@ -375,8 +420,11 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 (None, Some(v)) => v,
                 _ => vec![],
             };
-            let mut ax: Vec<usize> =
-                axes.iter().map(|v| axis(*v, d.len(), "ReduceMean")).collect::<Result<_>>().map_err(|e| imp.error(e))?;
+            let mut ax: Vec<usize> = axes
+                .iter()
+                .map(|v| axis(*v, d.len(), "ReduceMean"))
+                .collect::<Result<_>>()
+                .map_err(|e| imp.error(e))?;
             if ax.is_empty() {
                 if a.int("noop_with_empty_axes", 0) == 1 {
                     return one(x);
@@ -518,6 +566,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 before[ax] = pads[k] as usize;
                 after[ax] = pads[k + axes.len()] as usize;
             }
+            let out: Vec<usize> =
+                (0..r).map(|i| imp.dims[x.0][i].saturating_add(before[i]).saturating_add(after[i])).collect();
+            fold::checked_count(&out, "Pad").map_err(|e| imp.error(e))?;
             if before.iter().chain(&after).all(|p| *p == 0) {
                 return one(x);
             }
@@ -574,7 +625,14 @@ fn binary(imp: &mut Importer, kind: BinaryKind, l: &Option<Val>, r: &Option<Val>
 }
 
 /// Explicit pads (top, left, bottom, right) of a 2-D window op, `auto_pad` resolved for the input's size.
-fn pads_2d(imp: &Importer, a: &Attrs, hw: (usize, usize), k: (usize, usize), s: (usize, usize), d: (usize, usize)) -> Result<[usize; 4]> {
+fn pads_2d(
+    imp: &Importer,
+    a: &Attrs,
+    hw: (usize, usize),
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+) -> Result<[usize; 4]> {
     let auto = a.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
     match auto.as_str() {
         "NOTSET" | "" => {

@@ -192,9 +192,8 @@ fn input_spec(graph: &onnx_protobuf::GraphProto, src: &Source, opts: &OnnxOption
         (Some(h), Some(w), None) => (h as usize, w as usize),
         (Some(h), Some(w), Some(s)) if s == (h as usize, w as usize) => s,
         (Some(h), Some(w), Some((a, b))) => {
-            return Err(src.error(format!(
-                "the model's input is fixed to {h}x{w} pixels; --input-size {a}x{b} cannot change it"
-            )))
+            return Err(src
+                .error(format!("the model's input is fixed to {h}x{w} pixels; --input-size {a}x{b} cannot change it")))
         }
         (_, _, Some(s)) => s,
         _ => {
@@ -241,9 +240,8 @@ impl<'a> Importer<'a> {
                         .ok_or_else(|| self.error(format!("internal: value {} of the import was dropped", i.0)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            op.forward(&xs).map_err(|e| {
-                self.src.error(format!("node `{}`: {}", self.cur, crate::error::strip_backtrace(e)))
-            })?
+            op.forward(&xs)
+                .map_err(|e| self.src.error(format!("node `{}`: {}", self.cur, crate::error::strip_backtrace(e))))?
         };
         let name = if self.made.is_empty() { self.cur.clone() } else { format!("{}#{}", self.cur, self.made.len()) };
         let id = self.b.add(&name, op, inputs);
@@ -325,7 +323,9 @@ impl<'a> Importer<'a> {
                         Ok(None)
                     } else {
                         vals.get(i).cloned().map(Some).ok_or_else(|| {
-                            imp.error(format!("input `{i}` is not produced by any earlier node (the graph is not in order?)"))
+                            imp.error(format!(
+                                "input `{i}` is not produced by any earlier node (the graph is not in order?)"
+                            ))
                         })
                     }
                 })
@@ -399,7 +399,8 @@ impl<'a> Importer<'a> {
             }
         }
         // the output: the first graph output; a Softmax at the end is stepped over (the logits are explained)
-        let out_name = graph.output.first().map(|o| o.name.clone()).ok_or_else(|| src.error("the graph has no output"))?;
+        let out_name =
+            graph.output.first().map(|o| o.name.clone()).ok_or_else(|| src.error("the graph has no output"))?;
         let mut out = match vals.get(&out_name) {
             Some(Val::Node(id)) => *id,
             Some(Val::Const(_)) => return Err(src.error(format!("output `{out_name}` does not depend on the input"))),

@@ -158,7 +158,13 @@ impl<'a> Naming<'a> {
     }
 
     /// An ONNX node `n` was lowered to `made` (empty for a node that passes its input on: Identity, Dropout).
-    pub fn lowered(&mut self, n: &NodeProto, made: &[NodeId], vals: &HashMap<String, super::Val>, imp: &super::Importer) {
+    pub fn lowered(
+        &mut self,
+        n: &NodeProto,
+        made: &[NodeId],
+        vals: &HashMap<String, super::Val>,
+        imp: &super::Importer,
+    ) {
         let out = match made.last() {
             Some(id) => *id,
             None => match n.output.first().and_then(|o| vals.get(o)) {
@@ -284,10 +290,7 @@ mod tests {
         );
         assert_eq!(rebuild(&["features", "features.7.0", "norm1"]).as_deref(), Some("features.7.0.norm1"));
         assert_eq!(rebuild(&[]), None);
-        assert_eq!(
-            rebuild(&["stage4", "stage4.0", "branch2", "branch2.2"]).as_deref(),
-            Some("stage4.0.branch2.2")
-        );
+        assert_eq!(rebuild(&["stage4", "stage4.0", "branch2", "branch2.2"]).as_deref(), Some("stage4.0.branch2.2"));
         assert_eq!(rebuild(&["layer1", "layer1.0", "layer1.0.bn1"]).as_deref(), Some("layer1.0.bn1"));
     }
 

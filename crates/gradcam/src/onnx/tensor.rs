@@ -148,11 +148,15 @@ pub(crate) fn to_tensor(t: &TensorProto, src: &Source) -> Result<Tensor> {
             Some(DataType::BFLOAT16) => {
                 V::F(chunks(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect())
             }
-            Some(DataType::INT64) => V::I(chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+            Some(DataType::INT64) => {
+                V::I(chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
             Some(DataType::UINT64) => {
                 V::I(chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64).collect())
             }
-            Some(DataType::INT32) => V::I(chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
+            Some(DataType::INT32) => {
+                V::I(chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
+            }
             Some(DataType::UINT32) => {
                 V::I(chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
             }
@@ -198,4 +202,51 @@ pub(crate) fn ints(t: &Tensor) -> Result<Vec<i64>> {
 /// The values of a float tensor as f32.
 pub(crate) fn floats(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onnx_protobuf::StringStringEntryProto;
+
+    fn external(location: &str, length: &str) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = "w".into();
+        t.dims = vec![2];
+        t.data_type = DataType::FLOAT as i32;
+        t.data_location = DataLocation::EXTERNAL.into();
+        for (k, v) in [("location", location), ("offset", "0"), ("length", length)] {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.into();
+            e.value = v.into();
+            t.external_data.push(e);
+        }
+        t
+    }
+
+    #[test]
+    fn external_data_stays_in_the_models_folder_and_within_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("w.bin"), [0u8, 0, 128, 63, 0, 0, 0, 64]).unwrap();
+        let file = dir.path().join("m.onnx");
+        let src = Source { file: &file, dir: dir.path().to_path_buf() };
+        let t = to_tensor(&external("w.bin", "8"), &src).unwrap();
+        assert_eq!(t.to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+        for bad in ["../w.bin", "/etc/passwd", "sub/../../w.bin"] {
+            let e = to_tensor(&external(bad, "8"), &src).unwrap_err().to_string();
+            assert!(e.contains("not a file inside the model's folder") && e.contains("m.onnx"), "{bad}: {e}");
+        }
+        let e = to_tensor(&external("w.bin", "16"), &src).unwrap_err().to_string();
+        assert!(e.contains("past the file's end"), "{e}");
+        let e = to_tensor(&external("missing.bin", "8"), &src).unwrap_err().to_string();
+        assert!(e.contains("missing.bin") && e.contains("beside the model"), "{e}");
+        // inline data that does not match the shape
+        let mut t = TensorProto::new();
+        t.name = "short".into();
+        t.dims = vec![3];
+        t.data_type = DataType::FLOAT as i32;
+        t.float_data = vec![1.0];
+        let e = to_tensor(&t, &src).unwrap_err().to_string();
+        assert!(e.contains("`short`") && e.contains("should hold 3 values"), "{e}");
+    }
 }
