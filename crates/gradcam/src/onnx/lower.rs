@@ -4,7 +4,7 @@
 //! (+ Relu fused), GlobalAveragePool, Gemm.
 
 use super::attrs::Attrs;
-use super::fold::{self, axis, Arr};
+use super::fold::{self, axis};
 use super::names::Names;
 use super::{Importer, Val};
 use crate::error::Result;
@@ -781,10 +781,4 @@ pub(crate) fn default_layer(g: &Graph, dims: &[Vec<usize>], names: &Names) -> Op
         id = g.node(id).inputs[0];
     }
     Some(name_of(id))
-}
-
-/// The values of a (small) constant, for tests and messages.
-#[allow(dead_code)]
-pub(crate) fn arr(t: &Tensor) -> Result<Arr> {
-    Arr::from_tensor(t)
 }

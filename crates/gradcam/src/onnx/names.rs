@@ -211,14 +211,14 @@ impl<'a> Naming<'a> {
         }
         self.prev = now;
         if n.op_type == "Conv" {
-            self.folded_conv(n, &sc, &label, out);
+            self.folded_conv(n, &sc, &label);
         }
     }
 
     /// A convolution the exporter folded a batch-norm into: the dynamo exporter names the node after the
     /// batch-norm (the convolution's name survives in its weight's), the TorchScript one after the convolution
     /// (its weight renamed `onnx::Conv_…`).
-    fn folded_conv(&mut self, n: &NodeProto, sc: &Scope, label: &str, out: NodeId) {
+    fn folded_conv(&mut self, n: &NodeProto, sc: &Scope, label: &str) {
         let file = self.src.file.display();
         let weight = n.input.get(1).map(String::as_str).unwrap_or("");
         let Some(path) = &sc.path else { return };
@@ -240,7 +240,6 @@ impl<'a> Naming<'a> {
                     "`{path}`: the exporter folded the batch-norm after this convolution into it, so the                      convolution's own output (before the batch-norm) is not in {file}; ONNX node `{label}` (tensor                      `{tensor}`) holds the batch-norm's output{bn} what a hook on that batch-norm sees: target it                      by that name, or the block around it"
                 ),
             );
-            let _ = out;
         }
     }
 
