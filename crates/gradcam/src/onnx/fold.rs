@@ -328,36 +328,11 @@ fn reduce(a: &Arr, axes: &[usize], keep: bool, f: impl Fn(&[f64]) -> f64) -> Arr
 
 /// The op types this module folds when all their inputs are constants (besides those [`super::lower`] also
 /// runs on images).
+#[rustfmt::skip]
 pub(crate) const FOLD_ONLY: &[&str] = &[
-    "Shape",
-    "Size",
-    "ConstantOfShape",
-    "Cast",
-    "CastLike",
-    "Range",
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "Not",
-    "And",
-    "Or",
-    "Xor",
-    "Where",
-    "ScatterND",
-    "Mod",
-    "Floor",
-    "Ceil",
-    "Min",
-    "Max",
-    "Tile",
-    "ReduceProd",
-    "ReduceSum",
-    "ReduceMax",
-    "ReduceMin",
-    "Sign",
-    "Trilu",
+    "Shape", "Size", "ConstantOfShape", "Cast", "CastLike", "Range", "Equal", "Less", "Greater", "LessOrEqual",
+    "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "ScatterND", "Mod", "Floor", "Ceil", "Min", "Max", "Tile",
+    "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "Sign", "Trilu", "Log",
 ];
 
 /// Evaluate `op` on constant inputs (`None`: an optional input left out).
@@ -499,6 +474,42 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Sigmoid" => un(&|x| 1.0 / (1.0 + (-x).exp())),
         "Tanh" => un(&f64::tanh),
         "Erf" => un(&|x| libm::erf(x)),
+        "Log" => un(&f64::ln),
+        "Gelu" => un(&|x| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))),
+        "HardSwish" => un(&|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        "HardSigmoid" => {
+            let (al, be) = (a.float("alpha", 0.2) as f64, a.float("beta", 0.5) as f64);
+            un(&move |x| (al * x + be).clamp(0.0, 1.0))
+        }
+        "LeakyRelu" => {
+            let al = a.float("alpha", 0.01) as f64;
+            un(&move |x| if x < 0.0 { al * x } else { x })
+        }
+        "Clip" => {
+            let bound = |i: usize, attr: &str, d: f32| -> f64 {
+                opt(i).and_then(|t| t.v.first().copied()).unwrap_or(a.float(attr, d) as f64)
+            };
+            let (lo, hi) = (bound(1, "min", f32::NEG_INFINITY), bound(2, "max", f32::INFINITY));
+            un(&move |x| x.max(lo).min(hi))
+        }
+        "Softmax" => {
+            let x = get(0)?;
+            let ax = axis(a.int("axis", -1), x.dims.len(), op)?;
+            let inner: usize = x.dims[ax + 1..].iter().product();
+            let d = x.dims[ax];
+            let mut v = x.v.clone();
+            for o in 0..x.v.len() / (d * inner).max(1) {
+                for i in 0..inner {
+                    let idx = |j: usize| (o * d + j) * inner + i;
+                    let m = (0..d).map(|j| x.v[idx(j)]).fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = (0..d).map(|j| (x.v[idx(j)] - m).exp()).sum();
+                    for j in 0..d {
+                        v[idx(j)] = (x.v[idx(j)] - m).exp() / s;
+                    }
+                }
+            }
+            one(Arr::new(x.dims.clone(), v, x.kind))
+        }
         "Where" => {
             let (c, x, y) = (get(0)?, get(1)?, get(2)?);
             let dims = broadcast_dims(&broadcast_dims(&c.dims, &x.dims)?, &y.dims)?;
@@ -688,18 +699,40 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             one(r)
         }
         "MatMul" => {
+            // (…, M, K) × (…, K, N), the leading dimensions broadcast; a 1-D operand as NumPy treats it
             let (x, y) = (get(0)?, get(1)?);
-            if x.dims.len() != 2 || y.dims.len() != 2 || x.dims[1] != y.dims[0] {
+            let x2 = if x.dims.len() == 1 { Arr { dims: vec![1, x.dims[0]], ..x.clone() } } else { x.clone() };
+            let y2 = if y.dims.len() == 1 { Arr { dims: vec![y.dims[0], 1], ..y.clone() } } else { y.clone() };
+            let (ra, rb) = (x2.dims.len(), y2.dims.len());
+            let (m, k, k2, n) = (x2.dims[ra - 2], x2.dims[ra - 1], y2.dims[rb - 2], y2.dims[rb - 1]);
+            if k != k2 {
                 return Err(Error::invalid(format!("MatMul of constants {:?} x {:?}", x.dims, y.dims)));
             }
-            let (m, k, n) = (x.dims[0], x.dims[1], y.dims[1]);
-            let mut v = vec![0.0; m * n];
-            for i in 0..m {
-                for j in 0..n {
-                    v[i * n + j] = (0..k).map(|p| x.v[i * k + p] as f32 * y.v[p * n + j] as f32).sum::<f32>() as f64;
+            let batch = broadcast_dims(&x2.dims[..ra - 2], &y2.dims[..rb - 2])?;
+            let nb: usize = batch.iter().product();
+            checked_count(&[nb, m, n], op)?;
+            let xa = expand_to(&x2, &[batch.clone(), vec![m, k]].concat());
+            let ya = expand_to(&y2, &[batch.clone(), vec![k, n]].concat());
+            let mut v = vec![0.0; nb * m * n];
+            for b in 0..nb {
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc = 0f32;
+                        for p in 0..k {
+                            acc += xa[(b * m + i) * k + p] as f32 * ya[(b * k + p) * n + j] as f32;
+                        }
+                        v[(b * m + i) * n + j] = acc as f64;
+                    }
                 }
             }
-            one(Arr::new(vec![m, n], v, num_kind(x, y)))
+            let mut dims = batch;
+            if x.dims.len() > 1 {
+                dims.push(m);
+            }
+            if y.dims.len() > 1 {
+                dims.push(n);
+            }
+            one(Arr::new(dims, v, num_kind(x, y)))
         }
         "Trilu" => {
             let x = get(0)?;

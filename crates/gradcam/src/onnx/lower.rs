@@ -18,54 +18,13 @@ use crate::ops::Grad;
 use candle_core::{DType, Tensor};
 
 /// The op types lowered onto the graph when they depend on the image.
+#[rustfmt::skip]
 pub(crate) const LOWERED: &[&str] = &[
-    "Conv",
-    "BatchNormalization",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Concat",
-    "Split",
-    "Slice",
-    "Reshape",
-    "Flatten",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "ReduceMean",
-    "Gemm",
-    "MatMul",
-    "Softmax",
-    "LayerNormalization",
-    "Erf",
-    "Gelu",
-    "Pow",
-    "Sqrt",
-    "Pad",
-    "Gather",
-    "Expand",
-    "Identity",
-    "Dropout",
-    "Constant",
-    "Neg",
-    "Exp",
-    "Reciprocal",
-    "Abs",
-    "Cast",
-    "Shape",
-    "Size",
+    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add",
+    "Sub", "Mul", "Div", "Concat", "Split", "Slice", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Gemm", "MatMul", "Softmax",
+    "LayerNormalization", "Erf", "Gelu", "Pow", "Sqrt", "Pad", "Gather", "Expand", "Identity", "Dropout", "Constant",
+    "Neg", "Exp", "Reciprocal", "Abs", "Cast", "Shape", "Size", "ReduceL2", "Einsum",
 ];
 
 /// A constant made a graph value (a class token concatenated to the patches).
@@ -233,8 +192,36 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 "Mul" => BinaryKind::Mul,
                 _ => BinaryKind::Div,
             };
-            binary(imp, kind, input(0), input(1)).and_then(one)
+            let id = binary(imp, kind, input(0), input(1))?;
+            if kind == BinaryKind::Add && residual_in_place(imp, a, input(0)) {
+                imp.b.set_inplace(id);
+            }
+            one(id)
         }
+        "ReduceL2" => {
+            // √(Σ x²) = √(mean(x²)·count): the ops' own backward passes
+            let x = imp.var(input(0), "input")?;
+            let d = imp.dims[x.0].clone();
+            let axes = match (imp.opt_konst(ins.get(1), "axes")?, a.ints("axes")) {
+                (Some(t), _) => super::tensor::ints(&t)?,
+                (None, Some(v)) => v,
+                _ => vec![],
+            };
+            let mut ax: Vec<usize> =
+                axes.iter().map(|v| axis(*v, d.len(), "ReduceL2")).collect::<Result<_>>().map_err(|e| imp.error(e))?;
+            if ax.is_empty() {
+                ax = (0..d.len()).collect();
+            }
+            ax.sort();
+            ax.dedup();
+            let count: usize = ax.iter().map(|&i| d[i]).product();
+            let sq = imp.add(nodes::Elementwise::Pow { exponent: 2.0 }, &[x])?;
+            let m = imp.add(nodes::ReduceMean { axes: ax, keepdims: a.int("keepdims", 1) == 1 }, &[sq])?;
+            let c = Tensor::new(count as f32, &candle_core::Device::Cpu)?;
+            let s = imp.add(Binary::with_constant(BinaryKind::Mul, c), &[m])?;
+            one(imp.add(nodes::Elementwise::Sqrt, &[s])?)
+        }
+        "Einsum" => einsum(imp, a, ins).and_then(one),
         "Concat" => {
             let first = ins.iter().flatten().find_map(|v| if let Val::Node(id) = v { Some(*id) } else { None });
             let r = first.map(|id| imp.rank(id)).unwrap_or(1);
@@ -578,6 +565,108 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
     }
 }
 
+/// Whether an Add overwrites its first input, as PyTorch's `out += identity` does (torchvision's ResNet,
+/// MobileNet, EfficientNet, ConvNeXt blocks), so that a hook on the module that made `out` sees the sum: told by
+/// the dynamo exporter's stack trace when the file keeps it (the source line has `+=`); else assumed for a
+/// residual sum whose first operand nothing else reads and whose only reader is a Relu (ResNet's
+/// `out += identity; out = self.relu(out)`).
+fn residual_in_place(imp: &Importer, a: &Attrs, first: &Option<Val>) -> bool {
+    if !matches!(first, Some(Val::Node(_))) || imp.input_reads.first() != Some(&1) {
+        return false;
+    }
+    let trace = a.node.metadata_props.iter().find(|m| m.key == "pkg.torch.onnx.stack_trace").map(|m| m.value.as_str());
+    match trace.and_then(|t| t.lines().rev().map(str::trim).find(|l| !l.is_empty())) {
+        Some(line) => line.contains("+="),
+        None => imp.output_readers.len() == 1 && imp.output_readers[0] == "Relu",
+    }
+}
+
+/// Einsum of two operands as a batched product: indices in both inputs and the output are batch dimensions,
+/// in both inputs only are summed, in one input and the output are kept (`bghid,bghjd->bghij`, attention's
+/// QKᵀ): each operand permuted and reshaped to (batch, rows, k) and (batch, k, columns), one MatMul, then the
+/// output's order.
+fn einsum(imp: &mut Importer, a: &Attrs, ins: &[Option<Val>]) -> Result<NodeId> {
+    let eq: String = a.string("equation").unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+    let bad = |why: &str| crate::error::Error::invalid(format!("Einsum `{eq}`: {why}"));
+    let (lhs, out) = eq.split_once("->").ok_or_else(|| bad("no explicit output (`->`)"))?;
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != 2 || ins.len() != 2 || eq.contains("...") {
+        return Err(bad("only two operands without `...` are supported"));
+    }
+    let (ta, tb): (Vec<char>, Vec<char>) = (terms[0].chars().collect(), terms[1].chars().collect());
+    let to: Vec<char> = out.chars().collect();
+    let unique = |t: &[char]| t.iter().enumerate().all(|(i, c)| !t[..i].contains(c));
+    if !unique(&ta) || !unique(&tb) || !unique(&to) {
+        return Err(bad("an index repeated within a term (a diagonal) is not supported"));
+    }
+    let x = imp.node_of(&ins[0], "operand A")?;
+    let y = imp.node_of(&ins[1], "operand B")?;
+    einsum_product(imp, &eq, (x, &ta), (y, &tb), &to).map_err(|e| imp.error(e))
+}
+
+fn einsum_product(
+    imp: &mut Importer,
+    eq: &str,
+    (x, ta): (NodeId, &[char]),
+    (y, tb): (NodeId, &[char]),
+    to: &[char],
+) -> Result<NodeId> {
+    let bad = |why: &str| crate::error::Error::invalid(format!("Einsum `{eq}`: {why}"));
+    let (da, db) = (imp.dims[x.0].clone(), imp.dims[y.0].clone());
+    if da.len() != ta.len() || db.len() != tb.len() {
+        return Err(bad(&format!("operands of shapes {da:?} and {db:?}")));
+    }
+    let size = |c: char| -> usize {
+        ta.iter()
+            .position(|x| *x == c)
+            .map(|i| da[i])
+            .or_else(|| tb.iter().position(|x| *x == c).map(|i| db[i]))
+            .unwrap_or(1)
+    };
+    let batch: Vec<char> = to.iter().copied().filter(|c| ta.contains(c) && tb.contains(c)).collect();
+    let sum: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && !to.contains(c)).collect();
+    let fa: Vec<char> = ta.iter().copied().filter(|c| !tb.contains(c)).collect();
+    let fb: Vec<char> = tb.iter().copied().filter(|c| !ta.contains(c)).collect();
+    if fa.iter().chain(&fb).any(|c| !to.contains(c)) || to.iter().any(|c| !ta.contains(c) && !tb.contains(c)) {
+        return Err(bad("an index summed within one operand, or an output index in no operand"));
+    }
+    for c in batch.iter().chain(&sum) {
+        let (i, j) = (ta.iter().position(|x| x == c), tb.iter().position(|x| x == c));
+        if let (Some(i), Some(j)) = (i, j) {
+            if da[i] != db[j] {
+                return Err(bad(&format!("index `{c}` has sizes {} and {}", da[i], db[j])));
+            }
+        }
+    }
+    let prod = |cs: &[char]| cs.iter().map(|c| size(*c)).product::<usize>();
+    let (nb, m, k, n) = (prod(&batch), prod(&fa), prod(&sum), prod(&fb));
+    let perm_of = |t: &[char], order: &[char]| -> Vec<usize> {
+        order.iter().map(|c| t.iter().position(|x| x == c).unwrap_or(0)).collect()
+    };
+    let order_a: Vec<char> = batch.iter().chain(&fa).chain(&sum).copied().collect();
+    let order_b: Vec<char> = batch.iter().chain(&sum).chain(&fb).copied().collect();
+    let mut xa = x;
+    let pa = perm_of(ta, &order_a);
+    if pa.iter().enumerate().any(|(i, p)| i != *p) {
+        xa = imp.add(nodes::permute::Permute::new(&pa), &[xa])?;
+    }
+    xa = imp.add(nodes::Reshape { dims: vec![nb, m, k] }, &[xa])?;
+    let mut yb = y;
+    let pb = perm_of(tb, &order_b);
+    if pb.iter().enumerate().any(|(i, p)| i != *p) {
+        yb = imp.add(nodes::permute::Permute::new(&pb), &[yb])?;
+    }
+    yb = imp.add(nodes::Reshape { dims: vec![nb, k, n] }, &[yb])?;
+    let p = imp.add(nodes::MatMul { b: None }, &[xa, yb])?;
+    let got: Vec<char> = batch.iter().chain(&fa).chain(&fb).copied().collect();
+    let p = imp.add(nodes::Reshape { dims: got.iter().map(|c| size(*c)).collect() }, &[p])?;
+    let po = perm_of(&got, to);
+    if po.iter().enumerate().any(|(i, q)| i != *q) {
+        return imp.add(nodes::permute::Permute::new(&po), &[p]);
+    }
+    Ok(p)
+}
+
 /// An activation: in place (PyTorch's `inplace=True`, as torchvision's and timm's activations are) when it is
 /// the only reader of its input, so that a hook on the module before it sees what PyTorch's would.
 fn activation(imp: &mut Importer, x: &Option<Val>, op: impl Op + 'static) -> Result<NodeId> {
@@ -773,8 +862,11 @@ pub(crate) fn default_layer(g: &Graph, dims: &[Vec<usize>], names: &Names) -> Op
         }
     }
     // the last feature map of at least 2×2 pixels (what global pooling or flattening then reduces)
+    // (an average pool that keeps a 7×7 map, VGG's `avgpool`, is the pooling, not the feature map)
     let spatial = |d: &[usize]| d.len() == 4 && d[2] >= 2 && d[3] >= 2;
-    let last = (1..g.nodes().len()).rev().map(NodeId).find(|id| *id != g.output() && spatial(&dims[id.0]))?;
+    let pooling = |id: NodeId| matches!(g.node(id).op.kind(), "AvgPool" | "AdaptiveAvgPool2d" | "ReduceMean");
+    let last =
+        (1..g.nodes().len()).rev().map(NodeId).find(|id| *id != g.output() && spatial(&dims[id.0]) && !pooling(*id))?;
     // an unnamed in-place activation (DenseNet's `F.relu(features, inplace=True)`): the module it overwrites
     let mut id = last;
     while g.node(id).inplace && !names.aliases.iter().any(|(_, n)| *n == id) {

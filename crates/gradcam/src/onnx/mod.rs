@@ -224,6 +224,8 @@ pub(crate) struct Importer<'a> {
     made: Vec<NodeId>,
     /// How many nodes read each input of the node being lowered (1: this one alone).
     pub input_reads: Vec<usize>,
+    /// The op types of the nodes that read the first output of the node being lowered.
+    pub output_readers: Vec<String>,
     pub src: &'a Source<'a>,
     pub opset: i64,
 }
@@ -281,6 +283,7 @@ impl<'a> Importer<'a> {
             cur: "input".into(),
             made: vec![],
             input_reads: vec![],
+            output_readers: vec![],
             src,
             opset,
         };
@@ -294,6 +297,12 @@ impl<'a> Importer<'a> {
         }
         for o in &graph.output {
             *reads.entry(o.name.as_str()).or_default() += 1;
+        }
+        let mut readers: HashMap<&str, Vec<String>> = HashMap::new();
+        for n in &graph.node {
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                readers.entry(i.as_str()).or_default().push(n.op_type.clone());
+            }
         }
         let mut vals: HashMap<String, Val> = HashMap::new();
         for init in &graph.initializer {
@@ -315,6 +324,7 @@ impl<'a> Importer<'a> {
             imp.cur = if n.name.is_empty() { format!("{}_{k}", n.op_type) } else { n.name.clone() };
             imp.made.clear();
             imp.input_reads = n.input.iter().map(|i| reads.get(i.as_str()).copied().unwrap_or(0)).collect();
+            imp.output_readers = n.output.first().and_then(|o| readers.get(o.as_str())).cloned().unwrap_or_default();
             let ins: Vec<Option<Val>> = n
                 .input
                 .iter()

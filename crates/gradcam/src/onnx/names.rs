@@ -17,25 +17,32 @@ pub(crate) struct Scope {
     /// The module path (`layer4.2.conv1`), None for a node made outside any module (a functional call at the
     /// top level) or by an exporter that records no scopes.
     pub path: Option<String>,
+    /// The paths of the modules whose calls enclose the node, outermost first (`layer4`, `layer4.2`, …).
+    pub chain: Vec<String>,
+    /// Whether the node says where it was made at all (an exporter's own rewrite, a fused Split, says nothing:
+    /// it belongs to the module call around it).
+    pub known: bool,
     /// The module's class (`torch.nn.modules.batchnorm.BatchNorm2d`), where the exporter records it.
     pub class: Option<String>,
 }
 
-/// Join scope segments into a module path. A segment is a leaf name (`norm1`: appended), or its parent's segment
-/// with a child added (`features.12` after `features`, `branch2.2` after `branch2`: it replaces that segment).
-pub(crate) fn rebuild(segments: &[&str]) -> Option<String> {
+/// The path of each module called, outermost first: one per scope segment (a container that is never called
+/// itself, a `ModuleList`, has none). A segment is a leaf name (`norm1`: appended), or its parent's segment with
+/// a child added (`features.12` after `features`, `branch2.2` after `branch2`: it replaces that segment).
+pub(crate) fn chain(segments: &[&str]) -> Vec<String> {
     // (the segment, the path before it)
     let mut stack: Vec<(String, String)> = vec![];
-    let mut path = String::new();
+    let mut out: Vec<String> = vec![];
     for s in segments.iter().filter(|s| !s.is_empty()) {
+        let path = out.last().cloned().unwrap_or_default();
         let base = match stack.last() {
             Some((prev, before)) if s.starts_with(&format!("{prev}.")) => before.clone(),
-            _ => path.clone(),
+            _ => path,
         };
-        path = if base.is_empty() { s.to_string() } else { format!("{base}.{s}") };
+        out.push(if base.is_empty() { s.to_string() } else { format!("{base}.{s}") });
         stack.push((s.to_string(), base));
     }
-    (!path.is_empty()).then_some(path)
+    out
 }
 
 /// A Python list of strings as the exporter writes it (`['', 'layer1', "it's"]`).
@@ -74,15 +81,15 @@ pub(crate) fn scope(node: &NodeProto) -> Scope {
         // the first entry is the root module (''), the last the op itself
         let modules: Vec<&str> = segs.iter().skip(1).take(segs.len().saturating_sub(2)).map(|s| s.as_str()).collect();
         let class = (classes.len() >= 2).then(|| classes[classes.len() - 2].clone());
-        let path = rebuild(&modules);
-        return Scope { class: path.as_ref().and(class), path };
+        let chain = chain(&modules);
+        let path = chain.last().cloned();
+        return Scope { class: path.as_ref().and(class), path, chain, known: true };
     }
     let name = node.name.as_str();
     if let Some(rest) = name.strip_prefix('/') {
         let segs: Vec<&str> = rest.split('/').collect();
-        if segs.len() >= 2 {
-            return Scope { path: rebuild(&segs[..segs.len() - 1]), class: None };
-        }
+        let chain = chain(&segs[..segs.len().saturating_sub(1)]);
+        return Scope { path: chain.last().cloned(), class: None, chain, known: true };
     }
     Scope::default()
 }
@@ -175,19 +182,16 @@ impl<'a> Naming<'a> {
         let label = super::node_label(n);
         self.node(&label, out);
         let sc = scope(n);
-        let Some(path) = sc.path.clone() else {
+        if !sc.known {
+            return;
+        }
+        if sc.path.is_none() {
             self.prev.clear();
             return;
-        };
-        // every enclosing module: a call starts where the previous lowered node was not inside it
-        let mut prefixes = vec![];
-        let mut acc = String::new();
-        for part in split_path(&path) {
-            acc = if acc.is_empty() { part.to_string() } else { format!("{acc}.{part}") };
-            prefixes.push(acc.clone());
         }
+        // every enclosing module call: a call starts where the previous lowered node was not inside it
         let mut now = vec![];
-        for q in prefixes {
+        for q in sc.chain.clone() {
             let call = match self.prev.iter().find(|(p, _)| *p == q) {
                 Some((_, c)) => c.clone(),
                 None => {
@@ -270,17 +274,13 @@ impl<'a> Naming<'a> {
     }
 }
 
-/// A module path's segments, dots inside brackets kept (`blocks.0`, `stages.1`).
-fn split_path(p: &str) -> impl Iterator<Item = &str> {
-    p.split('.')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn paths_are_rebuilt_from_whole_and_leaf_segments() {
+        let rebuild = |s: &[&str]| chain(s).pop();
         assert_eq!(rebuild(&["features", "features.12", "features.12.2"]).as_deref(), Some("features.12.2"));
         assert_eq!(rebuild(&["layer1", "layer1.0", "relu_1"]).as_deref(), Some("layer1.0.relu_1"));
         assert_eq!(
