@@ -54,8 +54,22 @@ fn expected_type(op: &str, name: &str) -> Option<AttributeType> {
     Some(match name {
         "value" if op == "Pad" => T::FLOAT,
         "value" => T::TENSOR,
-        "axis" | "group" | "transA" | "transB" | "keepdims" | "ceil_mode" | "count_include_pad" | "allowzero" | "to"
-        | "upper" | "fmod" | "noop_with_empty_axes" | "num_outputs" | "start" | "end" | "value_int" => T::INT,
+        "axis"
+        | "group"
+        | "transA"
+        | "transB"
+        | "keepdims"
+        | "ceil_mode"
+        | "count_include_pad"
+        | "allowzero"
+        | "to"
+        | "upper"
+        | "fmod"
+        | "noop_with_empty_axes"
+        | "num_outputs"
+        | "start"
+        | "end"
+        | "value_int" => T::INT,
         "strides" | "pads" | "kernel_shape" | "dilations" | "perm" | "starts" | "ends" | "split" | "value_ints" => {
             T::INTS
         }

@@ -567,7 +567,8 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             one(Arr::new(dims, v, num_kind(x, y)))
         }
         "Range" => {
-            let (s, l, d) = (scalar(get(0)?, "Range start")?, scalar(get(1)?, "Range limit")?, scalar(get(2)?, "Range delta")?);
+            let (s, l, d) =
+                (scalar(get(0)?, "Range start")?, scalar(get(1)?, "Range limit")?, scalar(get(2)?, "Range delta")?);
             if d == 0.0 {
                 return Err(Error::invalid("Range: delta 0"));
             }
@@ -738,7 +739,9 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
                     let d = x.dims[p] as i64;
                     let v = if v < 0 { v.saturating_add(d) } else { v };
                     if !(0..d).contains(&v) {
-                        return Err(Error::invalid(format!("ScatterND: index {v} out of range for a dimension of {d}")));
+                        return Err(Error::invalid(format!(
+                            "ScatterND: index {v} out of range for a dimension of {d}"
+                        )));
                     }
                     off += v as usize * st[p];
                 }
