@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use candle_core::Tensor;
+use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::NodeProto;
 
 pub(crate) struct Attrs<'a> {
@@ -45,4 +46,57 @@ impl<'a> Attrs<'a> {
     pub fn outputs(&self) -> usize {
         self.node.output.len()
     }
+}
+
+/// The type the ONNX spec gives an attribute gradcam reads, by op and name (None: one gradcam does not read).
+fn expected_type(op: &str, name: &str) -> Option<AttributeType> {
+    use AttributeType as T;
+    Some(match name {
+        "value" if op == "Pad" => T::FLOAT,
+        "value" => T::TENSOR,
+        "axis"
+        | "group"
+        | "transA"
+        | "transB"
+        | "keepdims"
+        | "ceil_mode"
+        | "count_include_pad"
+        | "allowzero"
+        | "to"
+        | "upper"
+        | "fmod"
+        | "noop_with_empty_axes"
+        | "num_outputs"
+        | "start"
+        | "end"
+        | "value_int" => T::INT,
+        "strides" | "pads" | "kernel_shape" | "dilations" | "perm" | "starts" | "ends" | "split" | "value_ints" => {
+            T::INTS
+        }
+        "axes" if op != "Pad" => T::INTS,
+        "alpha" | "beta" | "epsilon" | "min" | "max" | "value_float" => T::FLOAT,
+        "value_floats" => T::FLOATS,
+        "auto_pad" | "mode" | "approximate" => T::STRING,
+        _ => return None,
+    })
+}
+
+/// Refuse an attribute of another type than the spec's (a `perm` given as one int would otherwise be read as no
+/// perm at all). An attribute whose type is not recorded (very old writers) is read as it is.
+pub(crate) fn check_types(node: &NodeProto) -> std::result::Result<(), String> {
+    for a in &node.attribute {
+        let Some(want) = expected_type(&node.op_type, &a.name) else { continue };
+        match a.type_.enum_value() {
+            Ok(AttributeType::UNDEFINED) => {}
+            Ok(t) if t == want => {}
+            got => {
+                let got = got.map(|t| format!("{t:?}")).unwrap_or_else(|n| format!("unknown ({n})"));
+                return Err(format!(
+                    "attribute `{}` of a {} node has type {got}; the ONNX spec gives it type {want:?}",
+                    a.name, node.op_type
+                ));
+            }
+        }
+    }
+    Ok(())
 }

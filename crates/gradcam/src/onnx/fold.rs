@@ -68,8 +68,62 @@ pub(crate) const MAX_VALUES: usize = 1 << 26;
 pub(crate) fn checked_count(dims: &[usize], what: &str) -> Result<usize> {
     dims.iter()
         .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .filter(|n| *n <= MAX_VALUES)
+        // (a dimension alone too: `[0, 2^62]` holds nothing, but later products of its dims overflow)
+        .filter(|n| *n <= MAX_VALUES && dims.iter().all(|d| *d <= MAX_VALUES))
         .ok_or_else(|| Error::invalid(format!("{what}: shape {dims:?} has more than {MAX_VALUES} values")))
+}
+
+/// A permutation of `0..rank` (Transpose's `perm`), checked.
+pub(crate) fn permutation(perm: &[i64], rank: usize) -> Result<Vec<usize>> {
+    let p: Vec<usize> = perm.iter().map(|v| axis(*v, rank, "Transpose")).collect::<Result<_>>()?;
+    let mut seen = vec![false; rank];
+    for &i in &p {
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(Error::invalid(format!("Transpose: perm {perm:?} repeats axis {i}")));
+        }
+    }
+    if p.len() != rank {
+        return Err(Error::invalid(format!(
+            "Transpose: perm {perm:?} has {} axes for a value of rank {rank}; expected a permutation of 0..{rank}",
+            p.len()
+        )));
+    }
+    Ok(p)
+}
+
+/// Reduction axes, checked in range and not repeated.
+pub(crate) fn reduce_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>> {
+    let mut ax: Vec<usize> = axes.iter().map(|v| axis(*v, rank, what)).collect::<Result<_>>()?;
+    ax.sort();
+    if ax.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid(format!("{what}: axes {axes:?} repeat an axis")));
+    }
+    Ok(ax)
+}
+
+/// The starts, ends, axes and steps of a Slice, checked to have one entry per sliced axis.
+pub(crate) fn slice_args(
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+) -> Result<Vec<(i64, i64, i64, i64)>> {
+    let n = starts.len();
+    if ends.len() != n || axes.len() != n || steps.len() != n {
+        return Err(Error::invalid(format!(
+            "Slice: starts {starts:?}, ends {ends:?}, axes {axes:?}, steps {steps:?}: expected the same number of \
+             each"
+        )));
+    }
+    Ok((0..n).map(|k| (starts[k], ends[k], axes[k], steps[k])).collect())
+}
+
+/// The one value of a scalar input (Range's start, limit and delta, Trilu's k).
+fn scalar(a: &Arr, what: &str) -> Result<f64> {
+    match a.v[..] {
+        [v] => Ok(v),
+        _ => Err(Error::invalid(format!("{what} of shape {:?}: expected one value", a.dims))),
+    }
 }
 
 fn strides(dims: &[usize]) -> Vec<usize> {
@@ -152,7 +206,7 @@ fn settle(a: Arr) -> Arr {
 pub(crate) fn axis(a: i64, rank: usize, what: &str) -> Result<usize> {
     let r = rank as i64;
     let x = if a < 0 { a + r } else { a };
-    if !(0..r.max(1)).contains(&x) {
+    if !(0..r).contains(&x) {
         return Err(Error::invalid(format!("{what}: axis {a} is out of range for rank {rank}")));
     }
     Ok(x as usize)
@@ -210,7 +264,7 @@ pub(crate) fn slice_indices(d: usize, start: i64, end: i64, step: i64) -> Result
         let mut i = s;
         while i < e {
             out.push(i as usize);
-            i += step;
+            i = i.saturating_add(step);
         }
     } else {
         s = s.clamp(-1, d - 1);
@@ -218,7 +272,7 @@ pub(crate) fn slice_indices(d: usize, start: i64, end: i64, step: i64) -> Result
         let mut i = s;
         while i > e {
             out.push(i as usize);
-            i += step;
+            i = i.saturating_add(step);
         }
     }
     Ok(out)
@@ -269,7 +323,8 @@ pub(crate) fn reshape_dims(input: &[usize], shape: &[i64], allowzero: bool) -> R
             _ => return Err(Error::invalid(format!("Reshape: shape {shape:?} is not valid"))),
         }
     }
-    let known: usize = out.iter().product();
+    let known = checked_count(&out, "Reshape")
+        .map_err(|_| Error::invalid(format!("Reshape: {input:?} ({total} values) cannot be reshaped to {shape:?}")))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(Error::invalid(format!("Reshape: {input:?} cannot be reshaped to {shape:?}")));
@@ -369,7 +424,12 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             let kind = match to {
                 1 | 10 | 11 | 16 => Kind::Float,
                 9 => Kind::Bool,
-                _ => Kind::Int,
+                2..=7 | 12 | 13 => Kind::Int,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "Cast to data type {to}: gradcam folds casts to float, integer and bool types"
+                    )))
+                }
             };
             let v = match kind {
                 Kind::Bool => x.v.iter().map(|v| b(*v != 0.0)).collect(),
@@ -518,7 +578,8 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             one(Arr::new(dims, v, num_kind(x, y)))
         }
         "Range" => {
-            let (s, l, d) = (get(0)?.v[0], get(1)?.v[0], get(2)?.v[0]);
+            let (s, l, d) =
+                (scalar(get(0)?, "Range start")?, scalar(get(1)?, "Range limit")?, scalar(get(2)?, "Range delta")?);
             if d == 0.0 {
                 return Err(Error::invalid("Range: delta 0"));
             }
@@ -556,7 +617,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Transpose" => {
             let x = get(0)?;
             let perm = match a.ints("perm") {
-                Some(p) => p.iter().map(|p| axis(*p, x.dims.len(), "Transpose")).collect::<Result<Vec<_>>>()?,
+                Some(p) => permutation(&p, x.dims.len())?,
                 None => (0..x.dims.len()).rev().collect(),
             };
             Ok(vec![transpose(x, &perm)])
@@ -577,7 +638,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
                 .as_ints()
                 .iter()
                 .map(|&k| {
-                    let k = if k < 0 { k + d } else { k };
+                    let k = if k < 0 { k.saturating_add(d) } else { k };
                     if (0..d).contains(&k) {
                         Ok(k as usize)
                     } else {
@@ -604,9 +665,9 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
             };
             let steps = opt(4).map(|t| t.as_ints()).unwrap_or_else(|| vec![1; starts.len()]);
             let mut cur = x.clone();
-            for k in 0..starts.len() {
-                let ax = axis(axes[k], x.dims.len(), "Slice")?;
-                let idx = slice_indices(cur.dims[ax], starts[k], ends[k], steps[k])?;
+            for (start, end, ax, step) in slice_args(&starts, &ends, &axes, &steps)? {
+                let ax = axis(ax, x.dims.len(), "Slice")?;
+                let idx = slice_indices(cur.dims[ax], start, end, step)?;
                 cur = take(&cur, ax, &idx);
             }
             Ok(vec![cur])
@@ -638,17 +699,25 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "Tile" => {
             let x = get(0)?;
             let reps = get(1)?.as_ints();
-            let out: Vec<usize> = x
+            if reps.len() != x.dims.len() || reps.iter().any(|r| *r < 0) {
+                return Err(Error::invalid(format!(
+                    "Tile: repeats {reps:?} for a value of shape {:?}; expected one non-negative count per axis",
+                    x.dims
+                )));
+            }
+            let out = x
                 .dims
                 .iter()
-                .zip(reps.iter().chain(std::iter::repeat(&1)))
-                .map(|(d, r)| d * (*r).max(0) as usize)
-                .collect();
+                .zip(&reps)
+                .map(|(d, r)| d.checked_mul(*r as usize))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| Error::invalid(format!("Tile: {:?} repeated {reps:?} times is too large", x.dims)))?;
             checked_count(&out, op)?;
             let mut cur = x.clone();
             for (ax, &r) in reps.iter().enumerate() {
                 let d = cur.dims[ax];
-                let idx: Vec<usize> = (0..r.max(0) as usize).flat_map(|_| 0..d).collect();
+                // (d·r is bounded above; an empty axis stays empty however often it is repeated)
+                let idx: Vec<usize> = if d == 0 { vec![] } else { (0..r as usize).flat_map(|_| 0..d).collect() };
                 cur = take(&cur, ax, &idx);
             }
             Ok(vec![cur])
@@ -656,17 +725,34 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         "ScatterND" => {
             let (x, idx, upd) = (get(0)?, get(1)?, get(2)?);
             let k = *idx.dims.last().unwrap_or(&0);
+            if k == 0 || k > x.dims.len() {
+                return Err(Error::invalid(format!(
+                    "ScatterND: indices of shape {:?} into data of shape {:?}; expected tuples of 1 to {} indices",
+                    idx.dims,
+                    x.dims,
+                    x.dims.len()
+                )));
+            }
             let st = strides(&x.dims);
             let inner: usize = x.dims[k..].iter().product();
+            let tuples = idx.len() / k;
+            if upd.len() != tuples * inner {
+                return Err(Error::invalid(format!(
+                    "ScatterND: updates of shape {:?} for {tuples} indices into data of shape {:?}",
+                    upd.dims, x.dims
+                )));
+            }
             let mut out = x.clone();
             let ix = idx.as_ints();
             for (j, t) in ix.chunks(k.max(1)).enumerate() {
                 let mut off = 0;
                 for (p, &v) in t.iter().enumerate() {
                     let d = x.dims[p] as i64;
-                    let v = if v < 0 { v + d } else { v };
+                    let v = if v < 0 { v.saturating_add(d) } else { v };
                     if !(0..d).contains(&v) {
-                        return Err(Error::invalid(format!("ScatterND: index {v} out of range")));
+                        return Err(Error::invalid(format!(
+                            "ScatterND: index {v} out of range for a dimension of {d}"
+                        )));
                     }
                     off += v as usize * st[p];
                 }
@@ -681,7 +767,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
                 (None, Some(v)) => v,
                 _ => vec![],
             };
-            let mut ax: Vec<usize> = axes.iter().map(|v| axis(*v, x.dims.len(), op)).collect::<Result<_>>()?;
+            let mut ax = reduce_axes(&axes, x.dims.len(), op)?;
             if ax.is_empty() {
                 if a.int("noop_with_empty_axes", 0) == 1 {
                     return Ok(vec![x.clone()]);
@@ -736,7 +822,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
         }
         "Trilu" => {
             let x = get(0)?;
-            let kk = opt(1).map(|t| t.as_ints()[0]).unwrap_or(0);
+            let kk = opt(1).map(|t| scalar(t, "Trilu k")).transpose()?.unwrap_or(0.0) as i64;
             let upper = a.int("upper", 1) == 1;
             let r = x.dims.len();
             if r < 2 {
@@ -760,7 +846,7 @@ pub(crate) fn eval(op: &str, a: &Attrs, ins: &[Option<Arr>]) -> Result<Vec<Arr>>
 /// Shape's output for a value of `dims` (with opset 15's `start`/`end`).
 pub(crate) fn shape_of(dims: &[usize], a: &Attrs) -> Arr {
     let r = dims.len() as i64;
-    let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let fix = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r) as usize;
     let (s, e) = (fix(a.int("start", 0)), fix(a.int("end", r)));
     let d: Vec<i64> = if s < e { dims[s..e].iter().map(|d| *d as i64).collect() } else { vec![] };
     Arr::ints(&d)
@@ -769,13 +855,16 @@ pub(crate) fn shape_of(dims: &[usize], a: &Attrs) -> Arr {
 /// The sizes of Split's parts along an axis of length `d`.
 pub(crate) fn split_sizes(d: usize, split: Option<Vec<i64>>, outputs: usize, num_outputs: i64) -> Result<Vec<usize>> {
     if let Some(s) = split.filter(|s| !s.is_empty()) {
-        let s: Vec<usize> = s.iter().map(|v| (*v).max(0) as usize).collect();
-        if s.iter().sum::<usize>() != d {
-            return Err(Error::invalid(format!("Split: parts {s:?} do not add up to {d}")));
+        let parts: Vec<usize> = s.iter().map(|v| (*v).max(0) as usize).collect();
+        if s.iter().any(|v| *v < 0) || parts.iter().try_fold(0usize, |a, p| a.checked_add(*p)) != Some(d) {
+            return Err(Error::invalid(format!("Split: parts {s:?}: expected non-negative sizes adding up to {d}")));
         }
-        return Ok(s);
+        return Ok(parts);
     }
-    let n = if num_outputs > 0 { num_outputs as usize } else { outputs.max(1) };
+    if num_outputs > 0 && num_outputs as usize != outputs {
+        return Err(Error::invalid(format!("Split: num_outputs {num_outputs} for a node of {outputs} outputs")));
+    }
+    let n = outputs.max(1);
     let each = d.div_ceil(n);
     Ok((0..n).map(|i| each.min(d.saturating_sub(i * each))).collect())
 }

@@ -114,6 +114,17 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
             let (g, b, m, v) = (vec(1, "scale")?, vec(2, "bias")?, vec(3, "mean")?, vec(4, "var")?);
             let eps = a.float("epsilon", 1e-5) as f64;
             let d = imp.dims[x.0].clone();
+            let c = d.get(1).copied().unwrap_or(0);
+            if d.len() < 2 || [&g, &b, &m, &v].iter().any(|p| p.len() != c) {
+                return Err(imp.error(format!(
+                    "BatchNormalization of a value of shape {d:?} with scale, bias, mean and var of {}, {}, {} and {} \
+                     values; expected {c} each (one per channel)",
+                    g.len(),
+                    b.len(),
+                    m.len(),
+                    v.len()
+                )));
+            }
             if d.len() == 4 {
                 one(imp.add(BatchNorm::from_stats(g, b, m, v, eps), &[x])?)
             } else {
@@ -274,13 +285,13 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 (starts.clone(), a.ints("ends").unwrap_or_default(), axes, vec![1; starts.len()])
             };
             let mut cur = x;
-            for k in 0..starts.len() {
+            for (start, end, ax, step) in fold::slice_args(&starts, &ends, &axes, &steps).map_err(|e| imp.error(e))? {
                 let d = imp.dims[cur.0].clone();
-                let ax = axis(axes[k], d.len(), "Slice").map_err(|e| imp.error(e))?;
-                if steps[k] <= 0 {
-                    return Err(imp.error(format!("Slice with step {} (only positive steps are supported)", steps[k])));
+                let ax = axis(ax, d.len(), "Slice").map_err(|e| imp.error(e))?;
+                if step <= 0 {
+                    return Err(imp.error(format!("Slice with step {step} (only positive steps are supported)")));
                 }
-                let idx = fold::slice_indices(d[ax], starts[k], ends[k], steps[k]).map_err(|e| imp.error(e))?;
+                let idx = fold::slice_indices(d[ax], start, end, step).map_err(|e| imp.error(e))?;
                 if idx.len() == d[ax] {
                     continue;
                 }
@@ -288,7 +299,7 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                     (Some(s), Some(e)) => (*s, *e + 1),
                     _ => return Err(imp.error(format!("Slice leaves nothing of axis {ax} ({} values)", d[ax]))),
                 };
-                let op = nodes::Slice::new(ax, s, e, steps[k] as usize).map_err(|e| imp.error(e))?;
+                let op = nodes::Slice::new(ax, s, e, step as usize).map_err(|e| imp.error(e))?;
                 cur = imp.add(op, &[cur])?;
             }
             one(cur)
@@ -324,9 +335,7 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
             let x = imp.var(input(0), "input")?;
             let r = imp.rank(x);
             let perm: Vec<usize> = match a.ints("perm") {
-                Some(p) => {
-                    p.iter().map(|v| axis(*v, r, "Transpose")).collect::<Result<_>>().map_err(|e| imp.error(e))?
-                }
+                Some(p) => fold::permutation(&p, r).map_err(|e| imp.error(e))?,
                 None => (0..r).rev().collect(),
             };
             if perm.iter().enumerate().all(|(i, p)| i == *p) {
@@ -407,19 +416,13 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 (None, Some(v)) => v,
                 _ => vec![],
             };
-            let mut ax: Vec<usize> = axes
-                .iter()
-                .map(|v| axis(*v, d.len(), "ReduceMean"))
-                .collect::<Result<_>>()
-                .map_err(|e| imp.error(e))?;
+            let mut ax = fold::reduce_axes(&axes, d.len(), "ReduceMean").map_err(|e| imp.error(e))?;
             if ax.is_empty() {
                 if a.int("noop_with_empty_axes", 0) == 1 {
                     return one(x);
                 }
                 ax = (0..d.len()).collect();
             }
-            ax.sort();
-            ax.dedup();
             let keep = a.int("keepdims", 1) == 1;
             if d.len() == 4 && ax == [2, 3] {
                 let g = imp.add(GlobalAvgPool, &[x])?;
@@ -436,6 +439,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
                 return Err(imp.error("Gemm with a transposed or non-2-D input A"));
             }
             let w = f32t(&imp.konst(input(1), "weight B")?)?;
+            if w.rank() != 2 {
+                return Err(imp.error(format!("Gemm weight B of shape {:?}: expected a matrix (rank 2)", w.dims())));
+            }
             let (alpha, beta) = (a.float("alpha", 1.0), a.float("beta", 1.0));
             // Wᵀ (C, K)
             let wt = if a.int("transB", 0) != 0 { w.t()?.contiguous()? } else { w };
@@ -735,7 +741,10 @@ fn pads_2d(
         "SAME_UPPER" | "SAME_LOWER" => {
             let total = |i: usize, k: usize, s: usize, d: usize| {
                 let o = i.div_ceil(s);
-                ((o - 1) * s + (k - 1) * d + 1).saturating_sub(i)
+                ((o - 1).saturating_mul(s))
+                    .saturating_add((k - 1).saturating_mul(d))
+                    .saturating_add(1)
+                    .saturating_sub(i)
             };
             let (ph, pw) = (total(hw.0, k.0, s.0, d.0), total(hw.1, k.1, s.1, d.1));
             Ok(if auto == "SAME_UPPER" {
@@ -756,14 +765,60 @@ fn pair(v: Option<Vec<i64>>, default: usize, what: &str, imp: &Importer) -> Resu
     }
 }
 
+/// A window op's sizes, checked before anything is allocated: the dilated kernel within the padded input, the
+/// padded input and the output within [`fold::MAX_VALUES`] values.
+#[allow(clippy::too_many_arguments)]
+fn check_window(
+    imp: &Importer,
+    op: &str,
+    (cin, cout): (usize, usize),
+    (h, w): (usize, usize),
+    (kh, kw): (usize, usize),
+    (dh, dw): (usize, usize),
+    (sh, sw): (usize, usize),
+    pads: [usize; 4],
+) -> Result<()> {
+    let padded = |i: usize, a: usize, b: usize| i.checked_add(a)?.checked_add(b);
+    let span = |k: usize, d: usize| (k - 1).checked_mul(d)?.checked_add(1);
+    let (ph, pw) = match (padded(h, pads[0], pads[2]), padded(w, pads[1], pads[3])) {
+        (Some(ph), Some(pw)) if fold::checked_count(&[cin, ph, pw], op).is_ok() => (ph, pw),
+        _ => {
+            return Err(imp.error(format!(
+                "{op} with pads {pads:?} on an input of {h}x{w}: the padded input is too large (more than {} \
+                 values)",
+                fold::MAX_VALUES
+            )))
+        }
+    };
+    let (eh, ew) = match (span(kh, dh), span(kw, dw)) {
+        (Some(eh), Some(ew)) if eh <= ph && ew <= pw => (eh, ew),
+        _ => {
+            return Err(imp.error(format!(
+                "{op}: a kernel of {kh}x{kw} with dilations ({dh}, {dw}) is larger than its padded input of \
+                 {ph}x{pw}"
+            )))
+        }
+    };
+    let (oh, ow) = ((ph - eh) / sh + 1, (pw - ew) / sw + 1);
+    fold::checked_count(&[cout, oh, ow], op).map_err(|e| imp.error(e))?;
+    Ok(())
+}
+
 fn conv(imp: &mut Importer, a: &Attrs, x: NodeId, w: Tensor, b: Option<Tensor>) -> Result<NodeId> {
     let d = imp.dims[x.0].clone();
     let (o, cg, kh, kw) = match (d.len(), w.dims()) {
         (4, &[o, cg, kh, kw]) => (o, cg, kh, kw),
         _ => return Err(imp.error(format!("Conv of input {d:?} with weight {:?}: only 2-D convolutions", w.dims()))),
     };
-    let groups = a.int("group", 1).max(1) as usize;
-    if d[1] != cg * groups || o % groups != 0 {
+    if [o, cg, kh, kw].contains(&0) {
+        return Err(imp.error(format!("Conv weight of shape {:?}: expected no empty dimension", w.dims())));
+    }
+    let group = a.int("group", 1);
+    if group < 1 {
+        return Err(imp.error(format!("Conv with group {group}: expected 1 or more")));
+    }
+    let groups = group as usize;
+    if d[1] != cg.saturating_mul(groups) || o % groups != 0 {
         return Err(imp.error(format!("Conv: input of {} channels, weight {:?}, {groups} groups", d[1], w.dims())));
     }
     let stride = pair(a.ints("strides"), 1, "strides", imp)?;
@@ -772,6 +827,7 @@ fn conv(imp: &mut Importer, a: &Attrs, x: NodeId, w: Tensor, b: Option<Tensor>) 
         return Err(imp.error(format!("Conv with strides {stride:?}: only equal strides are supported")));
     }
     let pads = pads_2d(imp, a, (d[2], d[3]), (kh, kw), stride, dil)?;
+    check_window(imp, "Conv", (d[1], o), (d[2], d[3]), (kh, kw), dil, stride, pads)?;
     // a dilated kernel is the kernel with zeros between its taps
     let weight = if dil != (1, 1) {
         let (eh, ew) = ((kh - 1) * dil.0 + 1, (kw - 1) * dil.1 + 1);
@@ -811,6 +867,7 @@ fn pool(imp: &mut Importer, op: &str, a: &Attrs, x: &Option<Val>) -> Result<Node
         return Err(imp.error("pooling with dilations is not supported"));
     }
     let pads = pads_2d(imp, a, (d[2], d[3]), kernel, stride, dil)?;
+    check_window(imp, op, (d[1], d[1]), (d[2], d[3]), kernel, dil, stride, pads)?;
     let p = nodes::Pool2d {
         max: op == "MaxPool",
         kernel,

@@ -120,7 +120,35 @@ pub fn load(path: &Path, opts: &OnnxOptions) -> Result<Network> {
             )));
         }
     }
+    for n in &graph.node {
+        attrs::check_types(n).map_err(|e| src.error(format!("node `{}`: {e}", node_label(n))))?;
+    }
+    check_single_producers(graph, &src)?;
     Importer::run(&model, graph, &src, opset, opts)
+}
+
+/// Every value has one producer (ONNX graphs are in single static assignment form): no node output repeats
+/// another's, a graph input's or an initializer's name, which would make later readers see another value.
+fn check_single_producers(graph: &onnx_protobuf::GraphProto, src: &Source) -> Result<()> {
+    let mut made: HashMap<&str, String> = HashMap::new();
+    for i in &graph.initializer {
+        made.insert(i.name.as_str(), format!("the initializer `{}`", i.name));
+    }
+    for i in &graph.input {
+        made.entry(i.name.as_str()).or_insert_with(|| format!("the graph input `{}`", i.name));
+    }
+    for n in &graph.node {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if let Some(before) = made.get(o.as_str()) {
+                return Err(src.error(format!(
+                    "node `{}` writes `{o}`, which is already {before}; an ONNX value has one producer",
+                    node_label(n)
+                )));
+            }
+            made.insert(o.as_str(), format!("the output of node `{}`", node_label(n)));
+        }
+    }
+    Ok(())
 }
 
 fn node_label(n: &NodeProto) -> String {
@@ -154,6 +182,18 @@ fn input_spec(graph: &onnx_protobuf::GraphProto, src: &Source, opts: &OnnxOption
         }
     };
     let tt = input.type_.tensor_type();
+    {
+        use onnx_protobuf::tensor_proto::DataType as D;
+        use protobuf::Enum;
+        // 0: not recorded
+        if !matches!(D::from_i32(tt.elem_type), Some(D::UNDEFINED | D::FLOAT | D::FLOAT16 | D::DOUBLE | D::BFLOAT16)) {
+            let t = D::from_i32(tt.elem_type).map(|d| format!("{d:?}")).unwrap_or_else(|| "unknown".into());
+            return Err(src.error(format!(
+                "input `{}` has element type {} ({t}); expected a floating-point image tensor",
+                input.name, tt.elem_type
+            )));
+        }
+    }
     let dims: Vec<Option<i64>> = tt
         .shape
         .dim

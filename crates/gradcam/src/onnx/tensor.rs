@@ -33,7 +33,7 @@ fn dims_of(t: &TensorProto, src: &Source) -> Result<Vec<usize>> {
 
 /// The bytes of an externally stored tensor: `location` (relative, inside the model's folder), `offset`,
 /// `length`.
-fn external_bytes(t: &TensorProto, src: &Source) -> Result<Vec<u8>> {
+fn external_bytes(t: &TensorProto, src: &Source, want: usize) -> Result<Vec<u8>> {
     let (mut location, mut offset, mut length) = (None, 0u64, None);
     for e in &t.external_data {
         match e.key.as_str() {
@@ -61,6 +61,16 @@ fn external_bytes(t: &TensorProto, src: &Source) -> Result<Vec<u8>> {
         )));
     }
     let path = src.dir.join(rel);
+    // a folder, a named pipe (opening one waits for a writer) or a device is not a data file
+    if let Ok(m) = std::fs::metadata(&path) {
+        if !m.is_file() {
+            return Err(src.error(format!(
+                "tensor `{}`: external data location `{location}` names {}, not a data file",
+                t.name,
+                if m.is_dir() { "a folder" } else { "a special file (pipe, device or socket)" }
+            )));
+        }
+    }
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(&path).map_err(|e| {
         src.error(format!(
@@ -73,10 +83,19 @@ fn external_bytes(t: &TensorProto, src: &Source) -> Result<Vec<u8>> {
     let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(length).is_none_or(|end| end > size) {
-        return Err(Error::checkpoint(
-            &path,
-            format!("tensor `{}`: bytes {offset}..{} are past the file's end ({size} bytes)", t.name, offset + length),
-        ));
+        return Err(src.error(format!(
+            "tensor `{}`: external data offset {offset} and length {length} reach past the end of `{}` ({size} \
+             bytes)",
+            t.name,
+            path.display()
+        )));
+    }
+    // the bytes the shape needs, checked before anything is allocated
+    if length != want as u64 {
+        return Err(src.error(format!(
+            "tensor `{}` of shape {:?} needs {want} bytes, its external data (`{location}`) gives {length}",
+            t.name, t.dims
+        )));
     }
     f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&path, e))?;
     let mut buf = vec![0u8; length as usize];
@@ -94,17 +113,12 @@ fn bf16_to_f32(bits: u16) -> f32 {
 /// An ONNX tensor as a candle tensor (f32, i64 or u8).
 pub(crate) fn to_tensor(t: &TensorProto, src: &Source) -> Result<Tensor> {
     let dims = dims_of(t, src)?;
-    let count: usize = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| {
-        src.error(format!("tensor `{}`: shape {dims:?} has more elements than memory can hold", t.name))
-    })?;
-    let external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
-    let raw: Option<Vec<u8>> = if external {
-        Some(external_bytes(t, src)?)
-    } else if !t.raw_data.is_empty() {
-        Some(t.raw_data.clone())
-    } else {
-        None
-    };
+    let too_big = || src.error(format!("tensor `{}`: shape {dims:?} has more elements than memory can hold", t.name));
+    let count: usize = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(too_big)?;
+    // an empty tensor with a huge dimension (`[0, 2^62]`) would overflow the products of later ops
+    if dims.iter().any(|d| *d > super::fold::MAX_VALUES) && count == 0 {
+        return Err(too_big());
+    }
     let dt = DataType::from_i32(t.data_type);
     let width = match dt {
         Some(DataType::FLOAT | DataType::INT32 | DataType::UINT32) => 4,
@@ -128,6 +142,14 @@ pub(crate) fn to_tensor(t: &TensorProto, src: &Source) -> Result<Tensor> {
             t.name
         ))
     };
+    let external = t.data_location.enum_value() == Ok(DataLocation::EXTERNAL);
+    let raw: Option<Vec<u8>> = if external {
+        Some(external_bytes(t, src, count.checked_mul(width).ok_or_else(too_big)?)?)
+    } else if !t.raw_data.is_empty() {
+        Some(t.raw_data.clone())
+    } else {
+        None
+    };
     let dev = Device::Cpu;
     enum V {
         F(Vec<f32>),
@@ -135,7 +157,7 @@ pub(crate) fn to_tensor(t: &TensorProto, src: &Source) -> Result<Tensor> {
         B(Vec<u8>),
     }
     let v = if let Some(raw) = raw {
-        if raw.len() != count * width {
+        if count.checked_mul(width) != Some(raw.len()) {
             return Err(bad_len(raw.len() / width));
         }
         let chunks = |w: usize| raw.chunks_exact(w);
@@ -237,7 +259,7 @@ mod tests {
             assert!(e.contains("not a file inside the model's folder") && e.contains("m.onnx"), "{bad}: {e}");
         }
         let e = to_tensor(&external("w.bin", "16"), &src).unwrap_err().to_string();
-        assert!(e.contains("past the file's end"), "{e}");
+        assert!(e.contains("past the end of") && e.contains("m.onnx") && e.contains("w.bin"), "{e}");
         let e = to_tensor(&external("missing.bin", "8"), &src).unwrap_err().to_string();
         assert!(e.contains("missing.bin") && e.contains("beside the model"), "{e}");
         // inline data that does not match the shape
