@@ -158,7 +158,6 @@ const REFUSED: &[(&str, &[&str])] = &[
     // linear algebra, normalisation, scatter
     ("matmul_rank1", &["MatMul: shapes [1, 4] and [4]: both need rank 2 or more"]),
     ("matmul_rank1_left", &["MatMul: shapes [1] and [1, 4]: both need rank 2 or more"]),
-    ("matmul_fold_rank1", &["MatMul of constants [3] x [3]"]),
     ("matmul_mismatch", &["node `hostile`", "[1, 4]", "[3, 4]"]),
     ("gemm_weight_mismatch", &["node `fc`", "[1, 4]", "[3, 5]"]),
     ("gemm_weight_rank1", &["node `fc`", "Gemm weight B of shape [4]: expected a matrix"]),
@@ -175,7 +174,15 @@ const REFUSED: &[(&str, &[&str])] = &[
 /// Valid by the spec however extreme: Slice bounds and steps at the int64 limits are clamped, Shape's start and
 /// end too, and a Tile of an empty tensor is empty however many times it is repeated.
 const LOADED: &[&str] =
-    &["slice_i64_extremes", "slice_i64_min_step", "slice_lowered_extremes", "shape_start_i64_min", "tile_empty_many"];
+    // (a constant MatMul of two vectors is a dot product, as NumPy's matmul: valid)
+    &[
+        "slice_i64_extremes",
+        "slice_i64_min_step",
+        "slice_lowered_extremes",
+        "shape_start_i64_min",
+        "tile_empty_many",
+        "matmul_fold_rank1",
+    ];
 
 #[test]
 fn every_hostile_file_is_refused_with_the_file_and_the_problem() {

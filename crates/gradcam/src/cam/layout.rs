@@ -63,17 +63,69 @@ fn token_grid(t: usize, size: (usize, usize)) -> Option<(usize, usize, usize)> {
     None
 }
 
-/// The layout of a layer whose values (one image, no batch dimension) have shape `shape`. In a transformer
-/// (`token_model`) three-dimensional values are channels-last (Swin's), unless an op that works on
-/// channels-first maps made them (`channels_first_op`: the patch embedding's convolution).
+/// What is known of a (N, a, b, c) value's layout, followed from the input through the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// (N, C, H, W): the input, what convolutions and pools make.
+    ChannelsFirst,
+    /// (N, H, W, C): a channels-first value permuted by (0, 2, 3, 1), and what keeps the last dimension.
+    ChannelsLast,
+    Unknown,
+}
+
+/// Each node's [`Order`]: convolutions, batch-norms, pools and channel concatenations make channels-first
+/// values; a (0, 2, 3, 1) permutation turns channels-first into channels-last and (0, 3, 1, 2) back; ops that
+/// act element by element or along the last dimension (activations, sums, products, layer norms, linear layers,
+/// softmax) keep their first known input's order; anything else (reshapes, products of two values) is unknown.
+pub fn orders(g: &crate::graph::Graph, shapes: &[Vec<usize>]) -> Vec<Order> {
+    use crate::graph::nodes::permute::Permute;
+    let mut out = vec![Order::Unknown; g.nodes().len()];
+    out[0] = Order::ChannelsFirst;
+    for (i, n) in g.nodes().iter().enumerate().skip(1) {
+        let first = n.inputs.iter().map(|x| out[x.0]).find(|o| *o != Order::Unknown).unwrap_or(Order::Unknown);
+        let same_shape = n.inputs.first().is_some_and(|x| shapes[x.0] == shapes[i]);
+        out[i] = match n.op.kind() {
+            "Conv2d" | "BatchNorm2d" | "MaxPool" | "AvgPool" | "MaxPool2d" | "AdaptiveAvgPool2d" => {
+                Order::ChannelsFirst
+            }
+            "Concat" => first,
+            "Permute" => {
+                let p = n.op.as_any().downcast_ref::<Permute>().map(|p| p.dims.clone()).unwrap_or_default();
+                match (first, &p[..]) {
+                    (Order::ChannelsFirst, [0, 2, 3, 1]) => Order::ChannelsLast,
+                    (Order::ChannelsLast, [0, 3, 1, 2]) => Order::ChannelsFirst,
+                    _ => Order::Unknown,
+                }
+            }
+            "Reshape" | "Flatten" | "Slice" | "Gather" | "Expand" | "MatMul" | "Pad" | "Constant" | "ReduceMean" => {
+                if same_shape && n.op.kind() != "MatMul" {
+                    first
+                } else {
+                    Order::Unknown
+                }
+            }
+            _ => first,
+        };
+    }
+    out
+}
+
+/// The layout of a layer whose values (one image, no batch dimension) have shape `shape` and whose order is
+/// `order` (see [`orders`]). A (a, b, c) value of unknown order in a transformer (`token_model`) is read as
+/// channels-last when its last dimension is the largest (Swin's (H, W, C)), else as channels-first.
 pub fn resolve(
     layer: &str,
     shape: &[usize],
     mode: Reshape,
     token_model: bool,
-    channels_first_op: bool,
+    order: Order,
     input: (usize, usize),
 ) -> Result<Layout> {
+    let channels_last = match order {
+        Order::ChannelsLast => true,
+        Order::ChannelsFirst => false,
+        Order::Unknown => token_model && shape.len() == 3 && shape[2] > shape[0] && shape[2] > shape[1],
+    };
     let tokens = |t: usize| {
         token_grid(t, input).map(|(skip, h, w)| Layout::Tokens { skip, h, w }).ok_or_else(|| {
             Error::invalid(format!(
@@ -92,7 +144,7 @@ pub fn resolve(
     match (mode, shape.len()) {
         (Reshape::None, 3) => Ok(Layout::Channels),
         (Reshape::ChannelsLast, 3) => Ok(Layout::ChannelsLast),
-        (Reshape::Auto, 3) if token_model && !channels_first_op => Ok(Layout::ChannelsLast),
+        (Reshape::Auto, 3) if channels_last => Ok(Layout::ChannelsLast),
         (Reshape::Auto, 3) => Ok(Layout::Channels),
         (Reshape::Auto | Reshape::Tokens, 2) => tokens(shape[0]),
         (Reshape::Tokens, _) => Err(not_map("not tokens (tokens, channels)")),
@@ -152,7 +204,7 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         // (1, 1 + 2·3, 4) tokens
         let t = Tensor::arange(0f32, 28.0, &dev)?.reshape((1, 7, 4))?;
-        let l = resolve("x", &[7, 4], Reshape::Auto, true, false, (20, 30))?;
+        let l = resolve("x", &[7, 4], Reshape::Auto, true, Order::Unknown, (20, 30))?;
         assert_eq!(l, Layout::Tokens { skip: 1, h: 2, w: 3 });
         let m = l.to_maps(&t)?;
         assert_eq!(m.dims(), &[1, 4, 2, 3]);
@@ -162,17 +214,24 @@ mod tests {
         let back = l.from_maps(&m, &t)?;
         assert_eq!(back.flatten_all()?.to_vec1::<f32>()?, t.flatten_all()?.to_vec1::<f32>()?);
         let s = Tensor::arange(0f32, 2.0 * 2.0 * 8.0, &dev)?.reshape((1, 2, 2, 8))?;
-        let l = resolve("y", &[2, 2, 8], Reshape::Auto, true, false, (64, 64))?;
+        let l = resolve("y", &[2, 2, 8], Reshape::Auto, true, Order::Unknown, (64, 64))?;
         assert_eq!(l, Layout::ChannelsLast);
         assert_eq!(
             l.from_maps(&l.to_maps(&s)?, &s)?.flatten_all()?.to_vec1::<f32>()?,
             s.flatten_all()?.to_vec1::<f32>()?
         );
-        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, false, false, (64, 64))?, Layout::Channels);
-        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, true, true, (64, 64))?, Layout::Channels);
-        assert_eq!(resolve("z", &[8, 2, 2], Reshape::ChannelsLast, false, true, (64, 64))?, Layout::ChannelsLast);
-        assert!(resolve("z", &[8], Reshape::Auto, false, false, (64, 64)).is_err());
-        assert!(resolve("z", &[7, 4], Reshape::None, true, false, (20, 30)).is_err());
+        assert_eq!(resolve("z", &[8, 2, 2], Reshape::Auto, false, Order::Unknown, (64, 64))?, Layout::Channels);
+        assert_eq!(resolve("z", &[2, 2, 8], Reshape::Auto, true, Order::ChannelsFirst, (64, 64))?, Layout::Channels);
+        assert_eq!(
+            resolve("z", &[8, 8, 8], Reshape::Auto, false, Order::ChannelsLast, (64, 64))?,
+            Layout::ChannelsLast
+        );
+        assert_eq!(
+            resolve("z", &[8, 2, 2], Reshape::ChannelsLast, false, Order::ChannelsFirst, (64, 64))?,
+            Layout::ChannelsLast
+        );
+        assert!(resolve("z", &[8], Reshape::Auto, false, Order::Unknown, (64, 64)).is_err());
+        assert!(resolve("z", &[7, 4], Reshape::None, true, Order::Unknown, (20, 30)).is_err());
         Ok(())
     }
 }

@@ -109,12 +109,16 @@ impl<'a> Explainer<'a> {
         }
         let nodes = layers.iter().map(|l| net.layer(l)).collect::<Result<Vec<_>>>()?;
         let mut layouts = vec![];
+        let orders = if net.onnx.is_some() {
+            let full = net.layer_shapes()?;
+            layout::orders(&net.graph, full)
+        } else {
+            vec![layout::Order::ChannelsFirst; net.graph.nodes().len()]
+        };
         for (l, id) in layers.iter().zip(&nodes) {
             let shape = net.layer_shape(*id)?;
             let token_model = net.onnx.as_ref().is_some_and(|o| o.token_model);
-            let kind = net.graph.node(*id).op.kind();
-            let nchw = matches!(kind, "Conv2d" | "BatchNorm2d" | "MaxPool" | "AvgPool" | "AdaptiveAvgPool2d");
-            let lay = layout::resolve(l, &shape, net.reshape, token_model, nchw, net.input_size)
+            let lay = layout::resolve(l, &shape, net.reshape, token_model, orders[id.0], net.input_size)
                 .map_err(|e| Error::invalid(format!("{} (model {})", e, net.name)))?;
             if net.graph.is_per_image() && lay != layout::Layout::Channels {
                 // an imported graph's values are one image's each: check the batch is the first dimension
