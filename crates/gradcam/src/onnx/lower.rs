@@ -213,18 +213,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
             // √(Σ x²) = √(mean(x²)·count): the ops' own backward passes
             let x = imp.var(input(0), "input")?;
             let d = imp.dims[x.0].clone();
-            let axes = match (imp.opt_konst(ins.get(1), "axes")?, a.ints("axes")) {
-                (Some(t), _) => super::tensor::ints(&t)?,
-                (None, Some(v)) => v,
-                _ => vec![],
+            let Some(ax) = reduced_axes(imp, a, ins, d.len(), "ReduceL2")? else {
+                return one(x);
             };
-            let mut ax: Vec<usize> =
-                axes.iter().map(|v| axis(*v, d.len(), "ReduceL2")).collect::<Result<_>>().map_err(|e| imp.error(e))?;
-            if ax.is_empty() {
-                ax = (0..d.len()).collect();
-            }
-            ax.sort();
-            ax.dedup();
             let count: usize = ax.iter().map(|&i| d[i]).product();
             let sq = imp.add(nodes::Elementwise::Pow { exponent: 2.0 }, &[x])?;
             let m = imp.add(nodes::ReduceMean { axes: ax, keepdims: a.int("keepdims", 1) == 1 }, &[sq])?;
@@ -411,18 +402,9 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
         "ReduceMean" => {
             let x = imp.var(input(0), "input")?;
             let d = imp.dims[x.0].clone();
-            let axes = match (imp.opt_konst(ins.get(1), "axes")?, a.ints("axes")) {
-                (Some(t), _) => super::tensor::ints(&t)?,
-                (None, Some(v)) => v,
-                _ => vec![],
+            let Some(ax) = reduced_axes(imp, a, ins, d.len(), "ReduceMean")? else {
+                return one(x);
             };
-            let mut ax = fold::reduce_axes(&axes, d.len(), "ReduceMean").map_err(|e| imp.error(e))?;
-            if ax.is_empty() {
-                if a.int("noop_with_empty_axes", 0) == 1 {
-                    return one(x);
-                }
-                ax = (0..d.len()).collect();
-            }
             let keep = a.int("keepdims", 1) == 1;
             if d.len() == 4 && ax == [2, 3] {
                 let g = imp.add(GlobalAvgPool, &[x])?;
@@ -569,6 +551,25 @@ pub(crate) fn lower(imp: &mut Importer, op: &str, a: &Attrs, ins: &[Option<Val>]
         }
         _ => Err(imp.error(format!("op `{op}` is not lowered"))),
     }
+}
+
+/// A Reduce op's axes (input 1 from opset 18, else the attribute), checked and sorted; every axis when none are
+/// given, None when the op then does nothing (`noop_with_empty_axes`).
+fn reduced_axes(imp: &Importer, a: &Attrs, ins: &[Option<Val>], rank: usize, op: &str) -> Result<Option<Vec<usize>>> {
+    let axes = match (imp.opt_konst(ins.get(1), "axes")?, a.ints("axes")) {
+        (Some(t), _) => super::tensor::ints(&t)?,
+        (None, Some(v)) => v,
+        _ => vec![],
+    };
+    let mut ax = fold::reduce_axes(&axes, rank, op).map_err(|e| imp.error(e))?;
+    if ax.is_empty() {
+        if a.int("noop_with_empty_axes", 0) == 1 {
+            return Ok(None);
+        }
+        ax = (0..rank).collect();
+    }
+    ax.sort();
+    Ok(Some(ax))
 }
 
 /// Whether an Add overwrites its first input, as PyTorch's `out += identity` does (torchvision's ResNet,
@@ -868,12 +869,19 @@ fn pool(imp: &mut Importer, op: &str, a: &Attrs, x: &Option<Val>) -> Result<Node
     }
     let pads = pads_2d(imp, a, (d[2], d[3]), kernel, stride, dil)?;
     check_window(imp, op, (d[1], d[1]), (d[2], d[3]), kernel, dil, stride, pads)?;
+    let ceil_mode = a.int("ceil_mode", 0) == 1;
+    let square = kernel.0 == kernel.1 && stride.0 == stride.1 && pads.iter().all(|p| *p == pads[0]);
+    if op == "MaxPool" && !ceil_mode && square && pads[0] <= kernel.0 / 2 {
+        // PyTorch's own case (every window holds a pixel): the zoo's max pool, ResNet's stem
+        let cfg = crate::ops::pool::PoolConfig { kernel: kernel.0, stride: stride.0, pad: pads[0] };
+        return imp.add(nodes::MaxPool(cfg), &[x]);
+    }
     let p = nodes::Pool2d {
         max: op == "MaxPool",
         kernel,
         stride,
         pads,
-        ceil_mode: a.int("ceil_mode", 0) == 1,
+        ceil_mode,
         count_include_pad: a.int("count_include_pad", 0) == 1,
     };
     imp.add(p, &[x])
