@@ -331,6 +331,14 @@ pub struct Split {
 }
 
 impl Split {
+    /// What a taped run keeps besides what its ops save: the targets, the values hooks see, the output.
+    fn kept(&self, output: NodeId) -> Vec<NodeId> {
+        let mut keep = self.targets.clone();
+        keep.extend(&self.also);
+        keep.push(output);
+        keep
+    }
+
     pub fn new(g: &Graph, targets: &[NodeId]) -> Result<Self> {
         Self::keeping(g, targets, &[])
     }
@@ -452,9 +460,7 @@ impl Graph {
         }
         crate::ops::in_pool(|| {
             let mut vals = self.values_from(p);
-            let mut keep = split.targets.clone();
-            keep.extend(&split.also);
-            keep.push(self.output());
+            let keep = split.kept(self.output());
             let dims = self.run_taped(&split.plan, &mut vals, &split.after, &keep)?;
             let out = get(self, &vals, self.output())?.clone();
             let d = dout(&out)?;
@@ -476,9 +482,7 @@ impl Graph {
         bp: Backprop,
     ) -> Result<(Tensor, Vec<(Tensor, Grad)>, Vec<Tensor>)> {
         crate::ops::in_pool(|| {
-            let mut keep = split.targets.clone();
-            keep.extend(&split.also);
-            keep.push(self.output());
+            let keep = split.kept(self.output());
             let mut taped = vec![];
             for i in 0..p.n {
                 let mut vals = self.values_from(&p.image(i)?);
