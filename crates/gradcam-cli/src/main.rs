@@ -45,14 +45,14 @@ struct ModelArgs {
     labels: Option<PathBuf>,
     /// The network's input size, `N` or `HxW` (default: the size the model's weights were trained at, see
     /// `gradcam models`); photos are resized to it.
-    #[arg(long, value_parser = parse_input_size)]
+    #[arg(long, value_parser = gradcam::parse_size)]
     input_size: Option<(usize, usize)>,
     /// Input normalisation mean per channel (R,G,B, of pixel values scaled to 0..1), e.g. 0.5,0.5,0.5; default:
     /// the model's own (ImageNet's for ONNX models).
-    #[arg(long, value_parser = parse_triple)]
+    #[arg(long, value_parser = gradcam::parse_triple)]
     mean: Option<[f32; 3]>,
     /// Input normalisation standard deviation per channel (R,G,B), e.g. 0.5,0.5,0.5.
-    #[arg(long, value_parser = parse_triple)]
+    #[arg(long, value_parser = gradcam::parse_triple)]
     std: Option<[f32; 3]>,
     /// How a layer's values become channel maps: auto (from the shapes), none ((C, h, w) maps only), tokens
     /// (a ViT's (tokens, C): class token dropped, the rest on their grid) or channels-last (Swin's (h, w, C)).
@@ -214,65 +214,15 @@ pub(crate) struct ExplainArgs {
     no_grid: bool,
 }
 
-/// `--input-size`: `N` (square) or `HxW`.
-fn parse_input_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let bad = || format!("`{s}`: expected a size in pixels, N or HxW (e.g. 224 or 240x320)");
-    let (h, w) = match s.split_once(['x', 'X']) {
-        Some((h, w)) => (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?),
-        None => {
-            let n = s.trim().parse().map_err(|_| bad())?;
-            (n, n)
-        }
-    };
-    Ok((h, w))
-}
-
-/// `--mean`/`--std`: three numbers `R,G,B` (or one for all three).
-fn parse_triple(s: &str) -> std::result::Result<[f32; 3], String> {
-    let bad = || format!("`{s}`: expected three numbers R,G,B (e.g. 0.485,0.456,0.406) or one for all channels");
-    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    let v = match v[..] {
-        [a] => [a, a, a],
-        [a, b, c] => [a, b, c],
-        _ => return Err(bad()),
-    };
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(bad());
-    }
-    Ok(v)
-}
-
 /// The model of `m`: a zoo model (with `weights`, else `--weights`) or an ONNX file, with `--input-size`,
 /// `--mean`/`--std` and `--reshape` applied; an ONNX import's notes go to stderr.
 fn load_net(m: &ModelArgs, weights: Option<&str>, fetch: zoo::Fetch) -> Result<gradcam::Network> {
+    let opts = gradcam::ModelOptions { input_size: m.input_size, mean: m.mean, std: m.std, reshape: m.reshape };
     let dev = candle_core::Device::Cpu;
-    let mut net = if gradcam::onnx::is_onnx_path(&m.model) {
-        if let Some(w) = &m.weights {
-            bail!("--weights {w}: an ONNX model ({}) carries its own weights", m.model);
-        }
-        let opts = gradcam::onnx::OnnxOptions { input_size: m.input_size, ..Default::default() };
-        let net = gradcam::onnx::load(Path::new(&m.model), &opts)?;
-        for n in net.onnx.iter().flat_map(|o| &o.notes) {
-            eprintln!("note: {n}");
-        }
-        net
-    } else {
-        let net = gradcam::load_model_with(&m.model, weights.or(m.weights.as_deref()), &dev, fetch)?;
-        match m.input_size {
-            Some((h, w)) => net.with_input_size(h, w)?,
-            None => net,
-        }
-    };
-    if let Some(mean) = m.mean {
-        net.normalization.mean = mean;
+    let net = gradcam::load_model_opts(&m.model, weights.or(m.weights.as_deref()), &dev, fetch, &opts)?;
+    for n in net.onnx.iter().flat_map(|o| &o.notes) {
+        eprintln!("note: {n}");
     }
-    if let Some(std) = m.std {
-        if std.iter().any(|v| *v <= 0.0) {
-            bail!("--std {std:?}: expected positive numbers");
-        }
-        net.normalization.std = std;
-    }
-    net.reshape = m.reshape;
     Ok(net)
 }
 

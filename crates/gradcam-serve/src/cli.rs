@@ -12,9 +12,21 @@ use std::time::Duration;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// Model name (see `gradcam models`).
+    /// Model name (see `gradcam models`), or an ONNX file (`my_model.onnx`).
     #[arg(long, short, default_value = zoo::DEFAULT_MODEL)]
     pub model: String,
+    /// The network's input size, `N` or `HxW` (an ONNX model with a dynamic one needs it).
+    #[arg(long, value_parser = gradcam::parse_size)]
+    pub input_size: Option<(usize, usize)>,
+    /// Input normalisation mean per channel (R,G,B); default: the model's own (ImageNet's for ONNX models).
+    #[arg(long, value_parser = gradcam::parse_triple)]
+    pub mean: Option<[f32; 3]>,
+    /// Input normalisation standard deviation per channel (R,G,B).
+    #[arg(long, value_parser = gradcam::parse_triple)]
+    pub std: Option<[f32; 3]>,
+    /// How a layer's values become channel maps: auto, none, tokens (ViT) or channels-last (Swin).
+    #[arg(long, default_value = "auto")]
+    pub reshape: gradcam::cam::layout::Reshape,
     /// Weights: a checkpoint file or `synthetic`. Default: the model's pretrained weights from the cache
     /// (torchvision's downloaded there on first use, unless --offline).
     #[arg(long)]
@@ -66,7 +78,11 @@ pub fn main(a: &Args, fetch: zoo::Fetch) -> gradcam::Result<()> {
         return Err(gradcam::Error::invalid("--max-body 0: expected at least 1 byte"));
     }
     let dev = candle_core::Device::Cpu;
-    let net = gradcam::load_model_with(&a.model, a.weights.as_deref(), &dev, fetch)?;
+    let opts = gradcam::ModelOptions { input_size: a.input_size, mean: a.mean, std: a.std, reshape: a.reshape };
+    let net = gradcam::load_model_opts(&a.model, a.weights.as_deref(), &dev, fetch, &opts)?;
+    for n in net.onnx.iter().flat_map(|o| &o.notes) {
+        eprintln!("note: {n}");
+    }
     let labels = Labels::for_classes(net.num_classes, a.labels.as_deref())?;
     let model = Arc::new(Model::new(net, labels)?);
     let config = Config {
