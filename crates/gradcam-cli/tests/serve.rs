@@ -9,10 +9,12 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gradcam"))
 }
 
-#[test]
-fn serve_listens_where_it_says() {
+/// Start `gradcam serve ARGS` on a free port, GET `path` there, stop it: the response, whole.
+fn serve_get(args: &[&str], path: &str) -> String {
     let mut child = bin()
-        .args(["serve", "--weights", "synthetic", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .arg("serve")
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "--workers", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -25,11 +27,17 @@ fn serve_listens_where_it_says() {
     });
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let _ = child.kill();
     let _ = child.wait();
+    out
+}
+
+#[test]
+fn serve_listens_where_it_says() {
+    let out = serve_get(&["--weights", "synthetic"], "/healthz");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains(r#""status":"ok""#) && out.contains(r#""workers":1"#), "{out}");
 }
@@ -56,26 +64,8 @@ fn serve_explains_an_onnx_model() {
     let out = bin().args(["serve", "--model", model.to_str().unwrap(), "--bind", "127.0.0.1:0"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--input-size"));
-    let mut child = bin()
-        .args(["serve", "--model", model.to_str().unwrap(), "--input-size", "64", "--mean", "0.5", "--std", "0.25"])
-        .args(["--bind", "127.0.0.1:0", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("no address in {line:?}")
-    });
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(b"GET /v1/layers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let _ = child.kill();
-    let _ = child.wait();
+    let m = model.to_str().unwrap();
+    let out = serve_get(&["--model", m, "--input-size", "64", "--mean", "0.5", "--std", "0.25"], "/v1/layers");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains(r#""input":[3,64,64]"#) && out.contains(r#""default""#), "{out}");
 }

@@ -453,18 +453,7 @@ pub fn compute_batch(net: &Network, labels: &Labels, inputs: &[&Input], opts: &O
         };
         out.push(Computed { report, slots: vec![], size: (ih, iw) });
     }
-    let cam_names: Vec<&str> = {
-        let mut v: Vec<&str> = opts
-            .methods
-            .iter()
-            .map(String::as_str)
-            .filter(|m| crate::registry::find(m).is_none_or(|i| i.is_cam()))
-            .collect();
-        if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
-            v.push("gradcam");
-        }
-        v
-    };
+    let cam_names = cam_method_names(opts);
     let cam_methods = cam_names.iter().map(|m| cam::method(m)).collect::<Result<Vec<_>>>()?;
     let cam_refs: Vec<&dyn cam::Method> = cam_methods.iter().map(|m| m.as_ref()).collect();
     let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);
@@ -695,4 +684,18 @@ fn write_outputs(
         peak,
     };
     Ok((e, tile))
+}
+
+/// The CAM methods a run computes maps with: those asked for, and Grad-CAM when Guided Grad-CAM needs its map.
+pub(crate) fn cam_method_names(opts: &Options) -> Vec<&str> {
+    let mut v: Vec<&str> = opts
+        .methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| crate::registry::find(m).is_none_or(|i| i.is_cam()))
+        .collect();
+    if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
+        v.push("gradcam");
+    }
+    v
 }

@@ -134,18 +134,7 @@ pub fn explain_in_memory(
     };
     let mut files = vec![];
     let mut grids = vec![];
-    let cam_names: Vec<&str> = {
-        let mut v: Vec<&str> = opts
-            .methods
-            .iter()
-            .map(String::as_str)
-            .filter(|m| crate::registry::find(m).is_none_or(|i| i.is_cam()))
-            .collect();
-        if opts.methods.iter().any(|m| m == GUIDED_GRADCAM) && !v.contains(&"gradcam") {
-            v.push("gradcam");
-        }
-        v
-    };
+    let cam_names = super::cam_method_names(opts);
     let cam_methods = cam_names.iter().map(|m| cam::method(m)).collect::<Result<Vec<_>>>()?;
     let cam_refs: Vec<&dyn cam::Method> = cam_methods.iter().map(|m| m.as_ref()).collect();
     let wants_gb = opts.methods.iter().any(|m| m == GUIDED_BACKPROP || m == GUIDED_GRADCAM);

@@ -97,8 +97,9 @@ pub struct Network {
     default_layer: String,
     /// Bytes of the forward pass's values for one image of the input size (found once, by a pass of zeros).
     value_bytes: std::sync::OnceLock<u64>,
-    /// Every node's output shape for one image of the input size.
+    /// Every node's output shape for one image of the input size, without and with the first dimension.
     shapes: std::sync::OnceLock<Vec<Vec<usize>>>,
+    full_shapes: std::sync::OnceLock<Vec<Vec<usize>>>,
     /// Set for a model imported from an ONNX file.
     pub onnx: Option<OnnxInfo>,
     /// How layers' values become channel maps (`--reshape`).
@@ -139,6 +140,7 @@ impl Network {
             default_layer,
             value_bytes: Default::default(),
             shapes: Default::default(),
+            full_shapes: Default::default(),
             onnx: None,
             reshape: Default::default(),
         })
@@ -159,6 +161,7 @@ impl Network {
         self.input_size = (h, w);
         self.value_bytes = Default::default();
         self.shapes = Default::default();
+        self.full_shapes = Default::default();
         Ok(self)
     }
 
@@ -295,19 +298,16 @@ impl Network {
         if let Some(s) = self.shapes.get() {
             return Ok(s);
         }
-        let (h, w) = self.input_size;
-        let x = Tensor::zeros((1, 3, h, w), candle_core::DType::F32, &self.device)?;
-        let mut shapes = vec![vec![]; self.graph.nodes().len()];
-        self.graph.visit(&x, &mut |id, t| {
-            shapes[id.0] = t.dims()[1..].to_vec();
-            Ok(())
-        })?;
-        Ok(self.shapes.get_or_init(|| shapes))
+        let full = self.layer_shapes_batch1()?;
+        Ok(self.shapes.get_or_init(|| full.iter().map(|d| d.get(1..).unwrap_or(&[]).to_vec()).collect()))
     }
 
     /// Every node's full output shape (the batch dimension included) for one image of the input size: in a graph
     /// that runs image by image a value's first dimension need not be the batch's.
-    pub fn layer_shapes_batch1(&self) -> Result<Vec<Vec<usize>>> {
+    pub fn layer_shapes_batch1(&self) -> Result<&[Vec<usize>]> {
+        if let Some(s) = self.full_shapes.get() {
+            return Ok(s);
+        }
         let (h, w) = self.input_size;
         let x = Tensor::zeros((1, 3, h, w), candle_core::DType::F32, &self.device)?;
         let mut shapes = vec![vec![]; self.graph.nodes().len()];
@@ -315,7 +315,7 @@ impl Network {
             shapes[id.0] = t.dims().to_vec();
             Ok(())
         })?;
-        Ok(shapes)
+        Ok(self.full_shapes.get_or_init(|| shapes))
     }
 
     /// The output shape (without the batch dimension) of a layer for one image of the input size.

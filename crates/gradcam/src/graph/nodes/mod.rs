@@ -60,6 +60,15 @@ pub(crate) fn per_channel(x: &[f32], c: usize, hw: usize, f: impl Fn(usize, &[f3
     out
 }
 
+/// `dy` of (…, C, hw) values times a factor per channel: the gradient of a per-channel scale.
+pub(crate) fn scale_channels(dy: crate::ops::Grad, c: usize, hw: usize, scale: &[f32]) -> crate::ops::Grad {
+    let data = per_channel(&dy.data, c, hw, |ch, g, o| {
+        let s = scale[ch];
+        o.iter_mut().zip(g).for_each(|(o, g)| *o = g * s);
+    });
+    crate::ops::Grad { data, dims: dy.dims }
+}
+
 /// Parallel map from planes of `inp` values to planes of `out` values (pooling): `f(input plane, output plane)`.
 pub(crate) fn per_plane(
     x: &[f32],

@@ -74,11 +74,7 @@ impl Op for BatchNorm {
     }
     fn backward(&self, ctx: &Ctx, dy: Grad) -> Result<Vec<Option<Grad>>> {
         let (_, c, h, w) = ctx.dims4(0)?;
-        let data = per_channel(&dy.data, c, h * w, |ch, g, o| {
-            let s = self.scale[ch];
-            o.iter_mut().zip(g).for_each(|(o, g)| *o = g * s);
-        });
-        Ok(vec![Some(Grad { data, dims: dy.dims })])
+        Ok(vec![Some(super::scale_channels(dy, c, h * w, &self.scale))])
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

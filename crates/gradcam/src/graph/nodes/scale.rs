@@ -48,11 +48,7 @@ impl Op for ChannelScale {
             return Ok(vec![None]);
         }
         let (c, hw) = self.geometry(&dy.dims)?;
-        let data = per_channel(&dy.data, c, hw, |ch, g, o| {
-            let s = self.gamma[ch];
-            o.iter_mut().zip(g).for_each(|(o, g)| *o = g * s);
-        });
-        Ok(vec![Some(Grad { data, dims: dy.dims })])
+        Ok(vec![Some(super::scale_channels(dy, c, hw, &self.gamma))])
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
